@@ -1,0 +1,78 @@
+"""Export a PyTorch module to a clean ONNX file with torch.onnx (dynamo).
+
+Dynamo gives opset 18 and fully static shapes for a fixed-budget graph. Weights go to an
+external ``<name>.onnx.data`` file when they would push the protobuf past its 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.graph.spec import GraphSpec
+
+# Protobuf cannot serialise a message over 2 GiB; stay clear of it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch.onnx prints a page of progress and warnings per export; keep the CLI readable."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def weight_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path) -> list[str]:
+    """Export ``module`` to ``path``; returns the files written (the .onnx and any external data)."""
+    import torch
+
+    external = weight_bytes(module) > EXTERNAL_DATA_THRESHOLD
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                example_inputs,
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as err:  # torch.export raises many types; all mean the same to a user
+        raise EdgeCompressError(
+            f"torch.onnx could not export the {spec.name} graph: {type(err).__name__}: {str(err).splitlines()[0]}",
+            hint="This is a bug in edgecompress or an unsupported model variant; please report it with the command you ran.",
+        ) from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_exporter():
+        program.save(str(path), external_data=external)
+    files = [path.name]
+    data_file = path.with_name(path.name + ".data")
+    if external and data_file.exists():
+        files.append(data_file.name)
+    onnx.checker.check_model(str(path), full_check=True)
+    return files
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """Load a graph's structure (without external weights, which the checks never read)."""
+    return onnx.load(str(path), load_external_data=False)

@@ -1,0 +1,58 @@
+"""What each exported graph takes and returns, declared once per architecture.
+
+The exporter names its inputs and outputs from here, the verifier checks the ONNX file against
+it, the manifest records it, and the runtimes read it back from the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # ints are fixed; strings name declared dynamic axes
+    dtype: str  # numpy-style name: float32, float16, int64
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    @property
+    def declared_dynamic(self) -> set[str]:
+        return {axis for axes in self.dynamic_axes.values() for axis in axes.values()}
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["inputs"] = [t.to_dict() for t in self.inputs]
+        data["outputs"] = [t.to_dict() for t in self.outputs]
+        data["dynamic_axes"] = {k: {str(i): n for i, n in v.items()} for k, v in self.dynamic_axes.items()}
+        return data
+
+
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+def llava_vision_spec(image_size: int, k: int, projected_dim: int, precision: str) -> GraphSpec:
+    """LLaVA-1.5 vision graph: one 336-px image in (fp32 pixels), K projected embeddings out.
+
+    Pixels stay fp32 at the boundary for every precision (the graph casts), so a runtime
+    feeds the same preprocessing output to an fp32 and an fp16 bundle; embeddings come out in
+    the language model's precision.
+    """
+    return GraphSpec(
+        name="vision",
+        inputs=(TensorSpec("pixel_values", (1, 3, image_size, image_size), "float32"),),
+        outputs=(
+            TensorSpec("image_embeds", (1, k, projected_dim), PRECISION_DTYPES[precision]),
+            TensorSpec("kept_indices", (1, k), "int64"),
+        ),
+    )

@@ -1,0 +1,196 @@
+"""The graph verifier: an exported graph passes only if TensorRT can take it with static shapes.
+
+Each check is a small named function with one job, returning findings a user can act on.
+A graph passes when no check finds anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import onnx
+
+from edgecompress.graph.spec import GraphSpec
+from edgecompress.lowering.trt_ops import TENSORRT_ONNX_OPS
+
+# Ops whose output shape depends on the data: never allowed in a fixed-budget graph.
+DATA_DEPENDENT_OPS = {"NonZero", "Unique", "Compress", "NonMaxSuppression"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    message: str
+
+
+@dataclass
+class VerifyReport:
+    findings: list[Finding] = field(default_factory=list)
+    op_census: Counter = field(default_factory=Counter)
+    checks_run: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "checks": self.checks_run,
+            "findings": [{"check": f.check, "message": f.message} for f in self.findings],
+            "op_census": dict(sorted(self.op_census.items())),
+        }
+
+
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node, including those inside If/Loop/Scan bodies and local functions' callers."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from iter_nodes(sub)
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node (output {node.output[0]!r})"
+
+
+def check_no_data_dependent_shapes(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    return [
+        Finding(
+            "no-data-dependent-ops",
+            f"{_node_label(n)} has a data-dependent output shape; express the selection as a "
+            "constant-K TopK + Gather (edgecompress.lowering.primitives) instead of a mask",
+        )
+        for n in iter_nodes(model.graph)
+        if n.op_type in DATA_DEPENDENT_OPS
+    ]
+
+
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    names = {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            names.update(node.output)
+    return names
+
+
+def check_topk_constant_k(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    constants = _constant_names(model.graph)
+    producers = {out: n for n in model.graph.node for out in n.output}
+    findings = []
+    for node in iter_nodes(model.graph):
+        if node.op_type != "TopK" or len(node.input) < 2:
+            continue
+        k_name = node.input[1]
+        if k_name not in constants:
+            producer = producers.get(k_name)
+            source = f"computed by {_node_label(producer)}" if producer else "a graph input"
+            findings.append(
+                Finding(
+                    "topk-constant-k",
+                    f"{_node_label(node)} takes K from {k_name!r}, {source}; K must be a constant "
+                    "fixed at export time (resolve the budget to an int before tracing)",
+                )
+            )
+    return findings
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension] | None:
+    t = value.type.tensor_type
+    return list(t.shape.dim) if t.HasField("shape") else None
+
+
+def check_static_shapes(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    declared = spec.declared_dynamic if spec else set()
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    findings = []
+    values = [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]
+    boundary = {v.name for v in [*inferred.graph.input, *inferred.graph.output]}
+    for value in values:
+        if not value.type.HasField("tensor_type"):
+            continue
+        dims = _dims(value)
+        if dims is None:
+            if value.name in boundary:
+                findings.append(Finding("static-shapes", f"tensor {value.name!r} has no shape (rank unknown)"))
+            continue
+        for axis, dim in enumerate(dims):
+            if dim.HasField("dim_value"):
+                continue
+            if dim.HasField("dim_param") and dim.dim_param in declared:
+                continue
+            label = dim.dim_param or "unknown"
+            findings.append(
+                Finding(
+                    "static-shapes",
+                    f"tensor {value.name!r} axis {axis} is {label!r}, which is not a fixed size "
+                    f"and not a declared dynamic axis ({', '.join(sorted(declared)) or 'none declared'})",
+                )
+            )
+    return findings
+
+
+def check_boundary_matches_spec(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    if spec is None:
+        return []
+    findings = []
+    for kind, actual, expected in (
+        ("input", model.graph.input, spec.inputs),
+        ("output", model.graph.output, spec.outputs),
+    ):
+        names = [v.name for v in actual]
+        if names != [t.name for t in expected]:
+            findings.append(
+                Finding("declared-io", f"graph {kind}s are {names}, the declaration says {[t.name for t in expected]}")
+            )
+            continue
+        for value, tensor in zip(actual, expected):
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+            dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+            if dtype != tensor.dtype or dims != list(tensor.shape):
+                findings.append(
+                    Finding(
+                        "declared-io",
+                        f"{kind} {value.name!r} is {dtype}{dims}, the declaration says {tensor.dtype}{list(tensor.shape)}",
+                    )
+                )
+    return findings
+
+
+def check_tensorrt_ops(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    unsupported: dict[str, list[str]] = {}
+    for node in iter_nodes(model.graph):
+        domain = node.domain or "ai.onnx"
+        if domain != "ai.onnx" or node.op_type not in TENSORRT_ONNX_OPS:
+            unsupported.setdefault(f"{domain}::{node.op_type}", []).append(node.name or node.output[0])
+    return [
+        Finding(
+            "tensorrt-ops",
+            f"op {op} ({len(nodes)} node(s), first {nodes[0]!r}) is not in TensorRT's ONNX parser support list",
+        )
+        for op, nodes in sorted(unsupported.items())
+    ]
+
+
+CHECKS: dict[str, Callable[[onnx.ModelProto, GraphSpec | None], list[Finding]]] = {
+    "no-data-dependent-ops": check_no_data_dependent_shapes,
+    "topk-constant-k": check_topk_constant_k,
+    "static-shapes": check_static_shapes,
+    "declared-io": check_boundary_matches_spec,
+    "tensorrt-ops": check_tensorrt_ops,
+}
+
+
+def verify_graph(model: onnx.ModelProto, spec: GraphSpec | None = None) -> VerifyReport:
+    """Run every check on ``model`` (loaded with or without external data)."""
+    report = VerifyReport(op_census=Counter(n.op_type for n in iter_nodes(model.graph)))
+    for name, check in CHECKS.items():
+        report.checks_run.append(name)
+        report.findings.extend(check(model, spec))
+    return report

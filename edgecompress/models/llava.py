@@ -1,0 +1,349 @@
+"""LLaVA-1.5 adapter: load a llava-hf checkpoint and expose the parts the compiler needs.
+
+Every family adapter exposes the same parts: the vision tower, the encoder layer whose CLS
+attention a selector reads, the projector, preprocessing parameters, the prompt template and
+the image-token id. Loading goes through transformers' ``from_pretrained`` (hub id or local
+folder), safetensors only, no remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.recipes import ModelSpec, Recipe
+
+PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+@dataclass
+class LlavaAdapter:
+    """The parts of a LLaVA-1.5 model, loaded or built with seeded random weights."""
+
+    config: Any  # transformers LlavaConfig
+    vision_tower: Any  # CLIPVisionModel
+    projector: Any  # LlavaMultiModalProjector
+    preprocess: dict[str, Any]
+    prompt_template: str
+    source: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the full LlavaForConditionalGeneration when it was loaded
+    checkpoint_dir: Path | None = None
+
+    family = "llava"
+
+    # -- facts the selection and export steps read ---------------------------------------
+    @property
+    def vision_config(self):
+        return self.config.vision_config
+
+    @property
+    def grid(self) -> int:
+        vc = self.vision_config
+        return vc.image_size // vc.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def feature_hidden_state(self) -> int:
+        """Index into ``hidden_states`` of the feature LLaVA uses (vision_feature_layer)."""
+        layer = self.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise EdgeCompressError(
+                f"vision_feature_layer={layer!r} (several layers) is not supported yet",
+                hint="edgecompress supports checkpoints that read one vision layer, as LLaVA-1.5 does.",
+            )
+        num_layers = self.vision_config.num_hidden_layers
+        index = layer if layer >= 0 else num_layers + 1 + layer
+        if not 1 <= index <= num_layers:
+            raise EdgeCompressError(f"vision_feature_layer={layer} does not name an encoder layer")
+        return index
+
+    @property
+    def feature_layer(self) -> int:
+        """The encoder layer whose output is the feature (and whose CLS attention HiRED reads)."""
+        return self.feature_hidden_state - 1
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.config.image_token_id)
+
+    @property
+    def projected_dim(self) -> int:
+        return int(self.config.text_config.hidden_size)
+
+    def describe(self) -> dict[str, Any]:
+        vc = self.vision_config
+        return {
+            "family": self.family,
+            "vision": {
+                "image_size": vc.image_size,
+                "patch_size": vc.patch_size,
+                "hidden_size": vc.hidden_size,
+                "num_layers": vc.num_hidden_layers,
+                "num_heads": vc.num_attention_heads,
+                "num_patches": self.num_patches,
+                "feature_layer": self.feature_layer,
+                "vision_feature_layer": self.config.vision_feature_layer,
+                "select_strategy": self.config.vision_feature_select_strategy,
+            },
+            "projected_dim": self.projected_dim,
+            "image_token_id": self.image_token_id,
+        }
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _preprocess_from_processor_file(folder: Path) -> dict[str, Any] | None:
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = folder / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        data = data.get("image_processor", data)
+        if "image_mean" not in data:
+            continue
+        size = data.get("size", {})
+        crop = data.get("crop_size", {})
+        return {
+            "resize_shortest_edge": size.get("shortest_edge", size.get("height")),
+            "crop_size": crop.get("height", crop) if isinstance(crop, dict) else crop,
+            "resample": PIL_RESAMPLE.get(data.get("resample", 3), "bicubic"),
+            "rescale_factor": data.get("rescale_factor", 1 / 255),
+            "image_mean": data["image_mean"],
+            "image_std": data["image_std"],
+        }
+    return None
+
+
+def _check_llava_folder(folder: Path) -> None:
+    config = folder / "config.json"
+    if not config.exists():
+        raise EdgeCompressError(
+            f"{folder} is not a LLaVA checkpoint: it has no config.json",
+            hint="Pass a folder in the llava-hf layout (config.json, *.safetensors, tokenizer and processor files).",
+        )
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != "llava":
+        raise EdgeCompressError(
+            f"{folder} is not a LLaVA-1.5 checkpoint (model_type is {model_type!r}, expected 'llava')",
+            hint="See `edgecompress list models` for what is supported.",
+        )
+    if not any(folder.glob("*.safetensors")):
+        raise EdgeCompressError(
+            f"{folder} has no .safetensors weights",
+            hint="edgecompress loads safetensors only (never pickled .bin files); convert the checkpoint first.",
+        )
+
+
+def _hub_error(hub_id: str, err: Exception) -> EdgeCompressError:
+    return EdgeCompressError(
+        f"could not load {hub_id!r} from the Hugging Face hub or its local cache ({type(err).__name__})",
+        hint=(
+            "With no network, download the checkpoint elsewhere (huggingface-cli download "
+            f"{hub_id} --local-dir ./{hub_id.split('/')[-1]}), copy the folder here and pass its path: "
+            f"edgecompress export ./{hub_id.split('/')[-1]}. Or use --random-weights to export the "
+            "architecture without weights."
+        ),
+    )
+
+
+def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -> LlavaAdapter:
+    model.eval()
+    template = recipe.prompt_template if recipe else Recipe.prompt_template
+    return LlavaAdapter(
+        config=model.config,
+        vision_tower=model.model.vision_tower,
+        projector=model.model.multi_modal_projector,
+        preprocess=preprocess,
+        prompt_template=template,
+        source=source,
+        model=model,
+        checkpoint_dir=folder,
+    )
+
+
+def _load_pretrained(location: str, dtype, *, local: bool):
+    import torch  # noqa: F401  (imported for dtype objects by callers)
+    from transformers import LlavaForConditionalGeneration
+
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
+    if not local:
+        try:  # the local hub cache first: fast, and works offline
+            return LlavaForConditionalGeneration.from_pretrained(location, local_files_only=True, **kwargs)
+        except OSError:
+            pass
+    return LlavaForConditionalGeneration.from_pretrained(location, **kwargs)
+
+
+def build_random(config_dict: dict[str, Any], seed: int, dtype) -> tuple[Any, Any, Any]:
+    """Seeded random vision tower and projector for an architecture (no download).
+
+    Only the vision parts are built: the vision graph needs nothing else, and a 7B language
+    model would cost 28 GB of host memory in fp32 for nothing.
+    """
+    import torch
+    from transformers import CLIPVisionModel, LlavaConfig
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    config = LlavaConfig(**config_dict)
+    torch.manual_seed(seed)
+    vision_tower = CLIPVisionModel(config.vision_config).to(dtype).eval()
+    projector = LlavaMultiModalProjector(config).to(dtype).eval()
+    return config, vision_tower, projector
+
+
+def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False) -> LlavaAdapter:
+    """Load (or build with ``random_weights``) the LLaVA model a MODEL argument names."""
+    recipe = spec.recipe
+    source = {"kind": spec.kind, "location": spec.location, "random_weights": random_weights}
+
+    if random_weights:
+        if recipe is not None:
+            config_dict, preprocess = recipe.config, recipe.preprocess
+        else:
+            config_dict, preprocess = _config_without_weights(spec)
+        if not config_dict:
+            raise EdgeCompressError(f"recipe {spec.name} carries no architecture config for --random-weights")
+        config, tower, projector = build_random(config_dict, recipe.seed if recipe else 0, dtype)
+        return LlavaAdapter(
+            config=config,
+            vision_tower=tower,
+            projector=projector,
+            preprocess=dict(preprocess),
+            prompt_template=recipe.prompt_template if recipe else Recipe.prompt_template,
+            source=source,
+        )
+
+    if spec.location.startswith("builtin:"):
+        from edgecompress.models.tiny import ensure_tiny_checkpoint
+
+        folder = ensure_tiny_checkpoint(recipe)
+        source["checkpoint"] = str(folder)
+        return _load_folder(folder, dtype, recipe, source)
+    if spec.kind == "folder":
+        return _load_folder(Path(spec.location), dtype, recipe, source)
+
+    hub_id = spec.location
+    try:
+        model = _load_pretrained(hub_id, dtype, local=False)
+    except (OSError, ValueError) as err:
+        raise _hub_error(hub_id, err) from None
+    if model.config.model_type != "llava":
+        raise EdgeCompressError(f"{hub_id} is not a LLaVA-1.5 checkpoint (model_type {model.config.model_type!r})")
+    preprocess = recipe.preprocess if recipe else {}
+    return _from_full_model(model, dict(preprocess), recipe, source, None)
+
+
+def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> LlavaAdapter:
+    _check_llava_folder(folder)
+    try:
+        model = _load_pretrained(str(folder), dtype, local=True)
+    except (OSError, ValueError) as err:
+        raise EdgeCompressError(f"could not load the checkpoint in {folder}: {err}") from None
+    preprocess = _preprocess_from_processor_file(folder) or (recipe.preprocess if recipe else None)
+    if not preprocess:
+        raise EdgeCompressError(
+            f"{folder} has no image processor config (preprocessor_config.json or processor_config.json)",
+            hint="Save the checkpoint's processor with processor.save_pretrained(folder).",
+        )
+    return _from_full_model(model, preprocess, recipe, source, folder)
+
+
+def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Architecture and preprocessing of a folder or hub id, for --random-weights."""
+    from transformers import AutoConfig
+
+    if spec.kind == "folder":
+        _check_llava_folder(Path(spec.location)) if (Path(spec.location) / "config.json").exists() else None
+    try:
+        config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        if spec.kind == "hub":
+            raise _hub_error(spec.location, err) from None
+        raise EdgeCompressError(f"{spec.location} is not a LLaVA checkpoint: {err}") from None
+    if config.model_type != "llava":
+        raise EdgeCompressError(f"{spec.location} is not a LLaVA-1.5 checkpoint (model_type {config.model_type!r})")
+    preprocess = _preprocess_from_processor_file(Path(spec.location)) if spec.kind == "folder" else None
+    return config.to_dict(), preprocess or {}
+
+
+# -- the pruned vision path: where a selection method is wired into LLaVA --------------------
+
+
+def _make_pruned_vision_class():
+    import torch
+    from torch import nn
+
+    from edgecompress.lowering.primitives import ordered_gather
+    from edgecompress.selection.attention import cls_attention
+    from edgecompress.selection.methods import SelectionMethod, keep_all
+
+    class LlavaPrunedVision(nn.Module):
+        """pixel values [B,3,S,S] -> (K projected image embeddings [B,K,D], kept patch indices [B,K]).
+
+        Runs the vision tower only up to the feature layer (the layers after it do not
+        change LLaVA's output), scores patches with that layer's CLS attention in fp32,
+        keeps K of them in raster order before the projector (the projector is per token,
+        so pruning first is equivalent and cheaper), then projects.
+        """
+
+        def __init__(self, adapter: LlavaAdapter, method: SelectionMethod, k: int):
+            super().__init__()
+            if adapter.config.vision_feature_select_strategy != "default":
+                raise EdgeCompressError(
+                    "vision_feature_select_strategy='full' (CLS kept as a feature) is not supported yet"
+                )
+            tower = adapter.vision_tower
+            self.embeddings = tower.embeddings
+            self.pre_layrnorm = tower.pre_layrnorm
+            self.layers = nn.ModuleList(tower.encoder.layers[: adapter.feature_layer + 1])
+            self.projector = adapter.projector
+            self.method = method
+            self.k = k
+            self.num_patches = adapter.num_patches
+            self.num_heads = adapter.vision_config.num_attention_heads
+            self.dtype = next(tower.parameters()).dtype
+
+        def forward(self, pixel_values: torch.Tensor):
+            hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
+            last = len(self.layers) - 1
+            attn = None
+            for i, layer in enumerate(self.layers):
+                if i == last and self.method.needs_cls_attention:
+                    a = layer.self_attn
+                    normed = nn.functional.layer_norm(
+                        hidden.float(),
+                        layer.layer_norm1.normalized_shape,
+                        layer.layer_norm1.weight.float(),
+                        layer.layer_norm1.bias.float(),
+                        layer.layer_norm1.eps,
+                    )
+                    attn = cls_attention(
+                        normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
+                    )
+                hidden = layer(hidden, None)
+            features = hidden[:, 1:]
+            if self.method.keeps_all:
+                indices = keep_all(self.num_patches, features.shape[0]).to(features.device)
+                return self.projector(features), indices
+            indices = self.method.select(attn, self.k)
+            return self.projector(ordered_gather(features, indices)), indices
+
+    return LlavaPrunedVision
+
+
+_PRUNED_VISION = None
+
+
+def pruned_vision(adapter: LlavaAdapter, method, k: int):
+    """The PyTorch module that the vision graph is exported from (and the reference it is tested against)."""
+    global _PRUNED_VISION
+    if _PRUNED_VISION is None:
+        _PRUNED_VISION = _make_pruned_vision_class()
+    return _PRUNED_VISION(adapter, method, k).eval()

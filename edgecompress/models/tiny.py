@@ -1,0 +1,156 @@
+"""Build the embedded ``tiny-llava`` checkpoint, deterministically and offline.
+
+The checkpoint is a real llava-hf layout folder written with ``save_pretrained``: a
+``LlavaForConditionalGeneration`` (CLIP vision tower at 336 px / patch 14 = 576 patches + CLS,
+a small Llama) with seeded weights, a byte-level BPE tokenizer trained on a fixed corpus, a
+CLIP image processor, and the LLaVA-1.5 chat template. It is built once into the cache and
+then loaded through ``from_pretrained`` like any other checkpoint: the same adapter and code
+path as llava-1.5-7b.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgecompress.recipes import Recipe
+
+BUILDER_VERSION = 1
+
+# The LLaVA-1.5 conversation format, as llava-hf's chat template renders one user turn:
+# "USER: <image>\n{text} ASSISTANT:".
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'user' %} {% else %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>"]  # ids 0..3, matching the recipe config
+
+_CORPUS = """
+USER: What is in the picture? ASSISTANT: A red circle and a blue square on a grey background.
+USER: How many shapes are there? ASSISTANT: There are three shapes: one, two, three, four, five.
+USER: What colour is the triangle? ASSISTANT: The triangle is green. Yellow, orange, purple, white, black.
+USER: Where is the star? ASSISTANT: The star is in the top left corner, above the cat, below the dog.
+USER: Is there a small object on the right? ASSISTANT: Yes, a small cyan dot on the right side. No.
+USER: Describe the image in detail. ASSISTANT: A photo of a street with cars, people, trees and a sky.
+The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 11 12
+Please answer with a single word. Answer the question using one word or phrase.
+"""
+
+
+def _corpus() -> list[str]:
+    lines = [line.strip() for line in _CORPUS.strip().splitlines()]
+    return lines * 8
+
+
+def build_tokenizer(vocab_size: int):
+    """A byte-level BPE tokenizer (any text encodes), trained deterministically."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        model_max_length=2048,
+        padding_side="left",
+    )
+
+
+def build_processor(recipe: Recipe, tokenizer):
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    pre = recipe.preprocess
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": pre["resize_shortest_edge"]},
+        crop_size={"height": pre["crop_size"], "width": pre["crop_size"]},
+        do_center_crop=True,
+        do_resize=True,
+        do_rescale=True,
+        rescale_factor=pre["rescale_factor"],
+        do_normalize=True,
+        image_mean=pre["image_mean"],
+        image_std=pre["image_std"],
+        do_convert_rgb=True,
+        resample=3,  # PIL bicubic
+    )
+    vision = recipe.config["vision_config"]
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision["patch_size"],
+        vision_feature_select_strategy=recipe.config.get("vision_feature_select_strategy", "default"),
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+
+
+def build_model(recipe: Recipe):
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(**recipe.config)
+    torch.manual_seed(recipe.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.eval()
+    return model
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    payload = json.dumps(
+        {"builder": BUILDER_VERSION, "config": recipe.config, "seed": recipe.seed, "pre": recipe.preprocess},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
+
+
+def ensure_tiny_checkpoint(recipe: Recipe) -> Path:
+    """Return the folder of the built checkpoint, building it atomically if needed."""
+    folder = cache_root() / "models" / f"{recipe.name}-{recipe_digest(recipe)}"
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model = build_model(recipe)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer = build_tokenizer(recipe.config["text_config"]["vocab_size"])
+        build_processor(recipe, tokenizer).save_pretrained(staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process built it first
+            if not (folder / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,147 @@
+"""Export recipes: one TOML file per supported checkpoint (the top-level ``export/`` folder).
+
+A recipe says *what* to export: the source checkpoint, the model family, the default method,
+budget and precision, the prompt template, preprocessing, and the architecture config used to
+build the model with ``--random-weights``. Recipes ship inside the wheel
+(``edgecompress.recipes_data``); a user may pass a path to their own ``.toml``.
+
+A MODEL argument resolves, in this order, to: a path to a recipe file, a built-in recipe name
+or alias, a local folder in the llava-hf layout, or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import EdgeCompressError
+
+SUPPORTED_FAMILIES = ("llava",)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    source: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    seed: int = 0
+    defaults: dict[str, Any] = field(default_factory=dict)
+    prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None  # where the recipe was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "source": self.source,
+            "description": self.description,
+            "aliases": list(self.aliases),
+            "seed": self.seed,
+            "defaults": dict(self.defaults),
+            "prompt_template": self.prompt_template,
+            "preprocess": dict(self.preprocess),
+            "config": self.config,
+        }
+
+
+def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
+    for key in ("name", "family", "source"):
+        if key not in data:
+            raise EdgeCompressError(f"recipe {path} has no '{key}'", hint="See export/tiny-llava.toml for the format.")
+    if data["family"] not in SUPPORTED_FAMILIES:
+        raise EdgeCompressError(
+            f"recipe {path}: model family {data['family']!r} is not supported",
+            hint=f"Supported families: {', '.join(SUPPORTED_FAMILIES)}.",
+        )
+    return Recipe(
+        name=data["name"],
+        family=data["family"],
+        source=data["source"],
+        description=data.get("description", ""),
+        aliases=tuple(data.get("aliases", ())),
+        seed=int(data.get("seed", 0)),
+        defaults=dict(data.get("defaults", {})),
+        prompt_template=data.get("prompt", {}).get("template", Recipe.prompt_template),
+        preprocess=dict(data.get("preprocess", {})),
+        config=dict(data.get("config", {})),
+        path=path,
+    )
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeCompressError(f"recipe file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise EdgeCompressError(f"recipe file {path} is not valid TOML: {err}") from None
+    return _recipe_from_toml(data, str(path))
+
+
+def data_dir(folder: str, package: str):
+    """A shipped data folder: the repository's own in a source checkout, else the wheel's copy."""
+    checkout = Path(__file__).resolve().parents[1] / folder
+    if checkout.is_dir():
+        return checkout
+    return resources.files(package)
+
+
+def builtin_recipes() -> dict[str, Recipe]:
+    """All recipes shipped with edgecompress, by canonical name."""
+    recipes = {}
+    for entry in sorted(data_dir("export", "edgecompress.recipes_data").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            recipe = _recipe_from_toml(data, f"edgecompress/recipes/{entry.name}")
+            recipes[recipe.name] = recipe
+    return recipes
+
+
+def find_builtin_recipe(name: str) -> Recipe | None:
+    for recipe in builtin_recipes().values():
+        if name == recipe.name or name in recipe.aliases:
+            return recipe
+    return None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a MODEL argument resolved to."""
+
+    kind: str  # "recipe" | "folder" | "hub"
+    location: str  # recipe source, folder path or hub id
+    recipe: Recipe | None
+    name: str  # short name used for default bundle names
+
+
+def resolve_model(model: str) -> ModelSpec:
+    if model.endswith(".toml"):
+        recipe = load_recipe_file(model)
+        return ModelSpec("recipe", recipe.source, recipe, recipe.name)
+    recipe = find_builtin_recipe(model)
+    if recipe is not None:
+        return ModelSpec("recipe", recipe.source, recipe, recipe.name)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise EdgeCompressError(
+                f"{model} is a file, not a checkpoint folder or a recipe (.toml)",
+                hint="Pass a recipe name (edgecompress list models), a folder in the llava-hf layout, or a hub id.",
+            )
+        return ModelSpec("folder", str(path.resolve()), None, path.resolve().name)
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local or "/" not in model:
+        known = ", ".join(sorted(n for r in builtin_recipes().values() for n in (r.name, *r.aliases)))
+        raise EdgeCompressError(
+            f"unknown model {model!r}: not a recipe, and no such folder",
+            hint=f"Known recipes: {known}. Or pass a local folder in the llava-hf layout, or a hub id (owner/name).",
+        )
+    return ModelSpec("hub", model, None, model.split("/")[-1])

@@ -1,0 +1,38 @@
+"""Attention scores the selection methods read, recomputed from a layer's q/k projections.
+
+Recomputing the CLS row ourselves (instead of asking transformers for ``output_attentions``)
+works with every attention implementation (sdpa returns no weights), costs one query row
+instead of N, exports cleanly, and runs in fp32 even inside an fp16 graph so that near-ties
+at the cut-off do not flip kept tokens between PyTorch, ONNX Runtime and TensorRT.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cls_attention(
+    normed: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    k_weight: torch.Tensor,
+    k_bias: torch.Tensor | None,
+    num_heads: int,
+) -> torch.Tensor:
+    """Per-head CLS attention over patches, in fp32.
+
+    ``normed`` is the layer's attention input (after its pre-attention layer norm),
+    [B, 1 + N, D] with the CLS token first. Returns softmax(q_cls k^T / sqrt(d_head)) over
+    all 1 + N keys, columns 1..N (the patches): [B, H, N].
+    """
+    x = normed.float()
+    batch, tokens, dim = x.shape
+    head_dim = dim // num_heads
+    q = F.linear(x[:, :1], q_weight.float(), None if q_bias is None else q_bias.float())
+    k = F.linear(x, k_weight.float(), None if k_bias is None else k_bias.float())
+    q = q.view(batch, 1, num_heads, head_dim).transpose(1, 2)  # [B, H, 1, d]
+    k = k.view(batch, tokens, num_heads, head_dim).transpose(1, 2)  # [B, H, S, d]
+    logits = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5)  # [B, H, 1, S]
+    probs = torch.softmax(logits, dim=-1)
+    return probs[:, :, 0, 1:]
