@@ -57,6 +57,8 @@ def parse_budget(spec: str | float | int) -> tuple[str, Fraction | int]:
         f"invalid budget {text!r}",
         hint="Use a percentage (20%), a fraction (0.2) or a token count (115).",
     )
+    if text.startswith("-"):
+        raise EdgeCompressError(f"budget {text} is negative", hint="A budget must keep at least one token: 20%, 0.2 or 115.")
     if text.endswith("%"):
         number = text[:-1].strip()
         if not _NUMBER.match(number):

@@ -75,4 +75,9 @@ def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path) -> l
 
 def load_graph(path: Path) -> onnx.ModelProto:
     """Load a graph's structure (without external weights, which the checks never read)."""
-    return onnx.load(str(path), load_external_data=False)
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as err:
+        raise EdgeCompressError(f"{path} is not a readable ONNX file ({err})", hint="Re-export the bundle.") from None

@@ -141,9 +141,14 @@ def _check_llava_folder(folder: Path) -> None:
         )
 
 
-def _hub_error(hub_id: str, err: Exception) -> EdgeCompressError:
+def _hub_error(hub_id: str, err: Exception, *, random_weights: bool = False) -> EdgeCompressError:
+    if random_weights:
+        return EdgeCompressError(
+            f"--random-weights needs the architecture of {hub_id!r}, and its config.json is not in the local hub cache ({err})",
+            hint="Use a built-in recipe, which carries the architecture (edgecompress list models), or a local folder with a config.json.",
+        )
     return EdgeCompressError(
-        f"could not load {hub_id!r} from the Hugging Face hub or its local cache ({type(err).__name__})",
+        f"could not load {hub_id!r} from the Hugging Face hub or its local cache ({err})",
         hint=(
             "With no network, download the checkpoint elsewhere (huggingface-cli download "
             f"{hub_id} --local-dir ./{hub_id.split('/')[-1]}), copy the folder here and pass its path: "
@@ -168,6 +173,22 @@ def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -
     )
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (fail in seconds, not after minutes of retries)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _load_pretrained(location: str, dtype, *, local: bool):
     import torch  # noqa: F401  (imported for dtype objects by callers)
     from transformers import LlavaForConditionalGeneration
@@ -176,8 +197,9 @@ def _load_pretrained(location: str, dtype, *, local: bool):
     if not local:
         try:  # the local hub cache first: fast, and works offline
             return LlavaForConditionalGeneration.from_pretrained(location, local_files_only=True, **kwargs)
-        except OSError:
-            pass
+        except OSError as err:
+            if not hub_reachable():
+                raise OSError("not in the local hub cache, and the hub cannot be reached") from err
     return LlavaForConditionalGeneration.from_pretrained(location, **kwargs)
 
 
@@ -262,10 +284,15 @@ def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, 
     if spec.kind == "folder":
         _check_llava_folder(Path(spec.location)) if (Path(spec.location) / "config.json").exists() else None
     try:
-        config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
+        try:
+            config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False, local_files_only=True)
+        except OSError:
+            if spec.kind != "hub" or not hub_reachable():
+                raise
+            config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False)
     except (OSError, ValueError) as err:
         if spec.kind == "hub":
-            raise _hub_error(spec.location, err) from None
+            raise _hub_error(spec.location, err, random_weights=True) from None
         raise EdgeCompressError(f"{spec.location} is not a LLaVA checkpoint: {err}") from None
     if config.model_type != "llava":
         raise EdgeCompressError(f"{spec.location} is not a LLaVA-1.5 checkpoint (model_type {config.model_type!r})")
@@ -310,25 +337,25 @@ def _make_pruned_vision_class():
             self.num_heads = adapter.vision_config.num_attention_heads
             self.dtype = next(tower.parameters()).dtype
 
-        def forward(self, pixel_values: torch.Tensor):
+        def encode(self, pixel_values: torch.Tensor):
+            """Patch features of the feature layer [B,N,D] and its per-head CLS attention [B,H,N] (fp32)."""
             hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
             last = len(self.layers) - 1
             attn = None
             for i, layer in enumerate(self.layers):
                 if i == last and self.method.needs_cls_attention:
-                    a = layer.self_attn
+                    norm, a = layer.layer_norm1, layer.self_attn
                     normed = nn.functional.layer_norm(
-                        hidden.float(),
-                        layer.layer_norm1.normalized_shape,
-                        layer.layer_norm1.weight.float(),
-                        layer.layer_norm1.bias.float(),
-                        layer.layer_norm1.eps,
+                        hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
                     )
                     attn = cls_attention(
                         normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
                     )
                 hidden = layer(hidden, None)
-            features = hidden[:, 1:]
+            return hidden[:, 1:], attn
+
+        def forward(self, pixel_values: torch.Tensor):
+            features, attn = self.encode(pixel_values)
             if self.method.keeps_all:
                 indices = keep_all(self.num_patches, features.shape[0]).to(features.device)
                 return self.projector(features), indices

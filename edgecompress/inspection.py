@@ -1,0 +1,73 @@
+"""`edgecompress inspect`: what a bundle holds and whether it is intact and verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgecompress.bundle import read_manifest, verify_files
+from edgecompress.errors import EdgeCompressError
+
+
+def inspect_bundle(bundle: Path) -> dict[str, Any]:
+    """Re-check a bundle: file hashes against the manifest, and the verifier on every graph."""
+    from edgecompress.graph.export import load_graph
+    from edgecompress.graph.spec import GraphSpec, TensorSpec
+    from edgecompress.lowering.verifier import verify_graph
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    file_problems = verify_files(bundle, manifest)
+    graphs = {}
+    for name, entry in manifest.get("graphs", {}).items():
+        spec = GraphSpec(
+            name=entry["name"],
+            inputs=tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in entry["inputs"]),
+            outputs=tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in entry["outputs"]),
+            dynamic_axes={k: {int(i): n for i, n in v.items()} for k, v in entry.get("dynamic_axes", {}).items()},
+        )
+        path = bundle / entry["file"]
+        try:
+            if not path.exists():
+                raise EdgeCompressError(f"{entry['file']} is missing")
+            graphs[name] = {"spec": entry, "verify": verify_graph(load_graph(path), spec).to_dict()}
+        except EdgeCompressError as err:
+            failed = {"ok": False, "checks": [], "findings": [{"check": "file", "message": str(err)}], "op_census": {}}
+            graphs[name] = {"spec": entry, "verify": failed}
+    ok = not file_problems and all(g["verify"]["ok"] for g in graphs.values())
+    return {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs}
+
+
+def render_inspection(result: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    m = result["manifest"]
+    b = m["budget"]
+    console.print(f"[bold]{result['bundle']}[/bold]")
+    console.print(f"  model      {m['recipe']['name']} ({m['model']['family']}; source {m['source']['location']}"
+                  + (", random weights" if m.get("random_weights") else "") + ")")
+    console.print(f"  method     {m['method']}")
+    console.print(f"  budget     {b['spec']} -> K = {m['k']} of N = {m['n']} visual tokens  [dim]({b['rule']})[/dim]")
+    console.print(f"  precision  {m['precision']}")
+    console.print(f"  created    {m['created']} by edgecompress {m['tool_versions']['edgecompress']}")
+    files_ok = not result["file_problems"]
+    console.print(f"  files      {len(m['files'])} " + ("[green]intact (sha256 match)[/green]" if files_ok else "[red]PROBLEMS[/red]"))
+    for problem in result["file_problems"]:
+        console.print(f"    [red]- {problem}[/red]")
+    for name, g in result["graphs"].items():
+        spec, verdict = g["spec"], g["verify"]
+        console.print(f"\n[bold]graph {name}[/bold] ({spec['file']})")
+        for kind in ("inputs", "outputs"):
+            for t in spec[kind]:
+                console.print(f"  {kind[:-1]:6}  {t['name']:14} {t['dtype']:8} {t['shape']}")
+        status = "[green]PASS[/green]" if verdict["ok"] else "[red]FAIL[/red]"
+        console.print(f"  verifier {status}  ({', '.join(verdict.get('checks', []))})")
+        for f in verdict["findings"]:
+            console.print(f"    [red]- [{f['check']}] {f['message']}[/red]")
+        census = Table(show_edge=False, pad_edge=False, box=None)
+        census.add_column("op", style="dim")
+        census.add_column("count", justify="right")
+        for op, count in sorted(verdict["op_census"].items(), key=lambda kv: (-kv[1], kv[0])):
+            census.add_row(op, str(count))
+        console.print("  op census:")
+        console.print(census)

@@ -1,0 +1,131 @@
+"""Shared fixtures: the real tiny-llava checkpoint, real test images, real exported bundles.
+
+Everything is built once per session: the checkpoint into a private cache (so tests never
+depend on, or write to, the user's ~/.cache), bundles into a session temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_CACHE = None
+
+
+def pytest_configure(config):
+    global _CACHE
+    import tempfile
+
+    _CACHE = tempfile.mkdtemp(prefix="edgecompress-test-cache-")
+    os.environ["EDGECOMPRESS_CACHE"] = _CACHE
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may touch the network
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if _CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+# -- images: noise, a flat colour, a synthetic scene with objects ----------------------------
+
+
+def make_images() -> dict:
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (336, 336, 3), dtype=np.uint8))
+    flat = Image.new("RGB", (400, 300), (200, 40, 40))
+    scene = Image.new("RGB", (480, 360), (230, 230, 215))
+    draw = ImageDraw.Draw(scene)
+    draw.rectangle((30, 40, 150, 160), fill=(20, 60, 200))
+    draw.ellipse((260, 80, 420, 240), fill=(240, 200, 0))
+    draw.polygon([(100, 330), (200, 200), (300, 330)], fill=(0, 150, 60))
+    draw.ellipse((400, 20, 420, 40), fill=(0, 0, 0))  # a small object
+    return {"noise": noise, "flat": flat, "scene": scene}
+
+
+@pytest.fixture(scope="session")
+def images():
+    return make_images()
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    from edgecompress.recipes import resolve_model
+
+    return resolve_model("tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_spec) -> Path:
+    from edgecompress.models.tiny import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint(tiny_spec.recipe)
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def pixels(images, processor) -> dict:
+    """Pixel values from the checkpoint's own (transformers) image processor."""
+    return {name: processor.image_processor(img, return_tensors="pt")["pixel_values"] for name, img in images.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_spec):
+    import torch
+
+    from edgecompress.models.llava import load_llava
+
+    return load_llava(tiny_spec, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16(tiny_spec):
+    import torch
+
+    from edgecompress.models.llava import load_llava
+
+    return load_llava(tiny_spec, dtype=torch.float16)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
+    """Bundles exported through the library API, shared by the tests that read them."""
+    from edgecompress import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    return {
+        "hired-fp32": export_bundle("tiny-llava", budget="20%", precision="fp32", out=root / "hired-fp32"),
+        "hired-fp16": export_bundle("tiny-llava", budget="20%", precision="fp16", out=root / "hired-fp16"),
+        "none-fp32": export_bundle("tiny-llava", method="none", precision="fp32", out=root / "none-fp32"),
+    }
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `edgecompress` console entry point in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=900,
+    )

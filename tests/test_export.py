@@ -1,0 +1,190 @@
+"""The exported vision graph in ONNX Runtime against the PyTorch module it came from."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgecompress import export_bundle
+from edgecompress.bundle import sha256_file
+from edgecompress.errors import EdgeCompressError
+from edgecompress.graph.export import load_graph
+from edgecompress.lowering.verifier import verify_graph
+from edgecompress.models.llava import pruned_vision
+from edgecompress.selection.methods import get_method, hired_scores
+from tests.helpers import assert_same_selection
+
+IMAGES = ["noise", "flat", "scene"]
+BUDGETS = {"10%": 57, "20%": 115, "50%": 288}
+
+# fp16 tie band. ONNX Runtime's and PyTorch's fp16 kernels round differently (fp16 epsilon is
+# ~1e-3 relative), which moves a CLS-attention score (~7e-3 here) by up to ~1e-5 (measured:
+# 1.0e-5 at most). Patches whose scores lie closer than that to the cut-off may swap; the flat
+# image, whose 576 identical patches differ only by position embeddings, is that case.
+FP16_TIE_BAND = 2e-5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("export")
+    cache = {}
+
+    def get(precision, budget):
+        key = (precision, budget)
+        if key not in cache:
+            out = root / f"{precision}-{budget.rstrip('%')}"
+            cache[key] = export_bundle("tiny-llava", budget=budget, precision=precision, out=out)
+        return cache[key]
+
+    return get
+
+
+def run_vision(bundle, pixel_values):
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixel_values": pixel_values.numpy()})
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_fp32_onnxruntime_equals_pytorch(exported, tiny_fp32, pixels, image, budget):
+    k = BUDGETS[budget]
+    embeds, kept = run_vision(exported("fp32", budget), pixels[image])
+    module = pruned_vision(tiny_fp32, get_method("hired"), k)
+    with torch.no_grad():
+        ref_embeds, ref_kept = module(pixels[image])
+    assert kept.dtype == np.int64 and kept.shape == (1, k)
+    np.testing.assert_array_equal(kept, ref_kept.numpy())  # fp32: identical, flat image included
+    # 1e-4: fp32 kernels of two runtimes differ by round-off (observed <1e-6).
+    np.testing.assert_allclose(embeds, ref_embeds.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_fp16_onnxruntime_matches_pytorch(exported, tiny_fp16, pixels, image, budget):
+    k = BUDGETS[budget]
+    embeds, kept = run_vision(exported("fp16", budget), pixels[image])
+    module = pruned_vision(tiny_fp16, get_method("hired"), k)
+    with torch.no_grad():
+        ref_embeds, ref_kept = module(pixels[image])
+        _, attn = module.encode(pixels[image])
+    score = hired_scores(attn)[0].numpy()
+    assert embeds.dtype == np.float16
+    if image != "flat" and budget in ("10%", "20%"):
+        np.testing.assert_array_equal(kept, ref_kept.numpy())  # no near-tie here: identical
+    assert_same_selection(kept, ref_kept.numpy(), score, k, tie_band=FP16_TIE_BAND)
+    # Embeddings of the tokens both kept agree to fp16 round-off (1e-2; observed <1e-2).
+    common, ours, theirs = np.intersect1d(kept[0], ref_kept[0].numpy(), return_indices=True)
+    assert len(common) >= k - 40
+    np.testing.assert_allclose(
+        embeds[0, ours].astype(np.float32), ref_embeds[0, theirs].float().numpy(), atol=1e-2, rtol=0
+    )
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_none_bundle_equals_transformers_projected_features(bundles, tiny_fp32, pixels, image):
+    embeds, kept = run_vision(bundles["none-fp32"], pixels[image])
+    with torch.no_grad():
+        features = tiny_fp32.model.model.get_image_features(
+            pixels[image], vision_feature_layer=-2, vision_feature_select_strategy="default"
+        ).pooler_output[0]
+    np.testing.assert_array_equal(kept[0], np.arange(576))
+    np.testing.assert_allclose(embeds[0], features.numpy(), atol=1e-4, rtol=0)
+
+
+def test_manifest_records_the_contract(bundles):
+    bundle = bundles["hired-fp32"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1
+    assert manifest["recipe"]["name"] == "tiny-llava"
+    assert manifest["method"] == "hired" and manifest["precision"] == "fp32"
+    assert (manifest["n"], manifest["k"]) == (576, 115)
+    assert manifest["budget"]["spec"] == "20%" and manifest["budget"]["rule"].startswith("K = min(N, floor(N * rate))")
+    vision = manifest["graphs"]["vision"]
+    assert vision["inputs"] == [{"name": "pixel_values", "shape": [1, 3, 336, 336], "dtype": "float32"}]
+    assert vision["outputs"] == [
+        {"name": "image_embeds", "shape": [1, 115, 64], "dtype": "float32"},
+        {"name": "kept_indices", "shape": [1, 115], "dtype": "int64"},
+    ]
+    assert vision["verify"]["ok"] is True
+    pre = manifest["preprocess"]
+    assert pre["crop_size"] == 336 and pre["resize_shortest_edge"] == 336 and pre["resample"] == "bicubic"
+    assert pre["image_mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    assert set(manifest["tool_versions"]) >= {"torch", "transformers", "onnx", "edgecompress"}
+    assert manifest["image_token_id"] == 3
+    files = sorted(p.name for p in bundle.iterdir())
+    assert files == ["manifest.json", "vision.onnx"]
+    assert manifest["files"]["vision.onnx"]["sha256"] == sha256_file(bundle / "vision.onnx")
+
+
+@pytest.mark.parametrize("name", ["hired-fp32", "hired-fp16", "none-fp32"])
+def test_graphs_are_clean_static_and_verified(bundles, name):
+    path = bundles[name] / "vision.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    model = load_graph(path)
+    report = verify_graph(model)
+    assert report.ok, report.findings
+    assert report.op_census["NonZero"] == 0
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    for value in [*inferred.graph.output, *inferred.graph.value_info]:
+        assert all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim), value.name
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, tiny_checkpoint, monkeypatch):
+    import edgecompress.lowering.verifier as verifier
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verifier, "verify_graph", interrupt)
+    out = tmp_path / "bundle"
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle("tiny-llava", out=out)
+    assert list(tmp_path.iterdir()) == []  # no bundle, no staging folder
+
+
+def test_existing_bundle_is_kept_without_force_and_replaced_with_it(tmp_path, tiny_checkpoint):
+    out = tmp_path / "b"
+    export_bundle("tiny-llava", budget="10%", out=out)
+    before = (out / "manifest.json").read_bytes()
+    with pytest.raises(EdgeCompressError, match="already exists"):
+        export_bundle("tiny-llava", budget="20%", out=out)
+    assert (out / "manifest.json").read_bytes() == before
+    export_bundle("tiny-llava", budget="20%", out=out, force=True)
+    assert json.loads((out / "manifest.json").read_text())["k"] == 115
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # the old copy is gone
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_bundle(tmp_path, tiny_checkpoint):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(EdgeCompressError, match="not an edgecompress bundle"):
+        export_bundle("tiny-llava", out=out, force=True)
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_tiny_checkpoint_is_deterministic(tmp_path, tiny_spec, tiny_checkpoint, monkeypatch):
+    from edgecompress.models.tiny import ensure_tiny_checkpoint
+
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path))
+    rebuilt = ensure_tiny_checkpoint(tiny_spec.recipe)
+    assert rebuilt != tiny_checkpoint
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert sha256_file(rebuilt / name) == sha256_file(tiny_checkpoint / name), name
+
+
+def test_tiny_checkpoint_is_a_llava_hf_layout(tiny_checkpoint, processor):
+    from transformers import LlavaConfig
+
+    config = LlavaConfig.from_pretrained(tiny_checkpoint)
+    assert config.vision_config.image_size == 336 and config.vision_config.patch_size == 14
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == "USER: <image>\nWhat is this? ASSISTANT:"
+    from PIL import Image
+
+    ids = processor(images=Image.new("RGB", (336, 336)), text=prompt, return_tensors="pt")["input_ids"]
+    assert int((ids == config.image_token_id).sum()) == 576  # one placeholder per patch
