@@ -9,7 +9,6 @@ is complete).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,16 +18,10 @@ from typing import Any
 
 from edgecompress.errors import EdgeCompressError
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+from edgecompress_runtime.bundle import MANIFEST, SCHEMA_VERSION, read_manifest, sha256_file, verify_files
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["BundleWriter", "check_destination", "file_table", "write_json", "MANIFEST", "SCHEMA_VERSION",
+           "read_manifest", "sha256_file", "verify_files"]
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -112,38 +105,3 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    bundle = Path(bundle)
-    if not bundle.exists():
-        raise EdgeCompressError(f"bundle {bundle} does not exist")
-    path = bundle / MANIFEST
-    if not path.is_file():
-        raise EdgeCompressError(
-            f"{bundle} is not an edgecompress bundle: it has no {MANIFEST}",
-            hint="Create one with `edgecompress export MODEL`.",
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise EdgeCompressError(f"{path} is corrupt: {err}") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise EdgeCompressError(
-            f"{bundle} has manifest schema version {version!r}; this edgecompress reads version {SCHEMA_VERSION}",
-            hint="Re-export the bundle with this version of edgecompress.",
-        )
-    return manifest
-
-
-def verify_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the bundle's files against the manifest's hashes (empty when intact)."""
-    problems = []
-    for rel, entry in manifest.get("files", {}).items():
-        path = Path(bundle) / rel
-        if not path.is_file():
-            problems.append(f"{rel} is missing")
-        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            problems.append(f"{rel} does not match its sha256 in the manifest (modified or corrupt)")
-    return problems

@@ -96,16 +96,51 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder to write. Default: out/<model>-<method>-b<budget>."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle (only once the new one is complete)."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Build the recipe's architecture with seeded random weights instead of loading a checkpoint (no download)."),
+    vision_only: bool = typer.Option(False, "--vision-only", help="Export the vision graph only (no decoder, embeddings or tokenizer; the bundle cannot `run`)."),
 ):
-    """Export MODEL's vision graph with a fixed visual-token budget into a verified bundle."""
+    """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
+    embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
     from edgecompress.compiler import export_bundle
 
     _quiet_libraries()
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
-        random_weights=random_weights, steps=RichSteps(),
+        random_weights=random_weights, vision_only=vision_only, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
+
+
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress run out/tiny-llava-hired-b20 --image photo.jpg --prompt \"What is in the picture?\"\n\n"
+        "  edgecompress run out/tiny-llava-hired-b20 --image photo.jpg --prompt \"Describe it.\" --max-new-tokens 128\n\n"
+        "  edgecompress run out/llava-1.5-7b-hired-b20 --image cat.jpg --prompt \"What is this?\" --backend onnxruntime-cuda"
+    )
+)
+def run(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
+    image: Path = typer.Option(..., "--image", "-i", help="The image file (PNG, JPEG, ...)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu)."),
+    stats: bool = typer.Option(False, "--stats", help="Print timings (time to first token, decode tokens/s) after the answer."),
+):
+    """Answer a prompt about an image with a bundle (greedy decoding), streaming the answer to stdout."""
+    from edgecompress_runtime import Pipeline
+
+    pipe = Pipeline.load(bundle, backend=backend)
+    result = pipe.generate_full(
+        image, prompt, max_new_tokens=max_new_tokens, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
+    )
+    sys.stdout.write("\n")
+    if stats:
+        t = result.timings
+        rate = t["decode_tokens"] / t["decode_s"] if t["decode_s"] > 0 else float("nan")
+        console.print(
+            f"[dim]{result.prompt_tokens} prompt tokens ({pipe.k} image), {len(result.token_ids)} generated "
+            f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, decode {rate:.1f} tokens/s[/dim]"
+        )
 
 
 @app.command(

@@ -15,7 +15,7 @@ from edgecompress import __version__
 from edgecompress.budget import parse_budget, resolve_budget
 from edgecompress.bundle import SCHEMA_VERSION, BundleWriter, check_destination
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import PRECISION_DTYPES, llava_vision_spec
+from edgecompress.graph.spec import PRECISION_DTYPES, llava_decoder_spec, llava_vision_spec
 from edgecompress.recipes import ModelSpec, resolve_model
 from edgecompress.selection.methods import get_method
 from edgecompress.steps import Steps
@@ -72,14 +72,19 @@ def export_bundle(
     out: str | Path | None = None,
     force: bool = False,
     random_weights: bool = False,
+    vision_only: bool = False,
     steps: Steps | None = None,
 ) -> Path:
-    """Export MODEL's vision graph with a fixed token budget into a verified bundle folder."""
+    """Export MODEL with a fixed visual-token budget into a verified bundle folder.
+
+    The bundle holds the vision graph (pixels -> K image embeddings) and, unless
+    ``vision_only``, the decoder graph (embeddings + KV cache -> logits + KV cache), the
+    token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
+    """
     import torch
 
-    from edgecompress.graph.export import export_onnx, load_graph
-    from edgecompress.lowering.verifier import verify_graph
-    from edgecompress.models.llava import load_llava, pruned_vision
+    from edgecompress.graph.export import export_onnx
+    from edgecompress.models.llava import llava_decoder, load_llava, pruned_vision
 
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -89,30 +94,104 @@ def export_bundle(
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
-        adapter = load_llava(spec, dtype=dtype, random_weights=random_weights)
+        adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
     selection = get_method(method)
     resolved = resolve_budget(budget, adapter.num_patches)
     graph_spec = llava_vision_spec(adapter.vision_config.image_size, resolved.k, adapter.projected_dim, precision)
     module = pruned_vision(adapter, selection, resolved.k)
 
+    graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
         with steps.step("export", f"Exporting vision graph (K={resolved.k} of {resolved.n}, {precision})"):
             size = adapter.vision_config.image_size
             example = (torch.rand(1, 3, size, size),)
             files = export_onnx(module, example, graph_spec, writer.staging / "vision.onnx")
-        with steps.step("verify", "Verifying graph (static shapes, constant-K TopK, TensorRT ops)"):
-            report = verify_graph(load_graph(writer.staging / "vision.onnx"), graph_spec)
-            if not report.ok:
-                lines = "\n".join(f"  - [{f.check}] {f.message}" for f in report.findings)
-                raise EdgeCompressError(f"the exported vision graph failed verification:\n{lines}")
-        with steps.step("write", f"Writing bundle {out}"):
-            writer.manifest = build_manifest(
-                spec, adapter, selection.name, resolved, precision, graph_spec, files, report, random_weights
+        with steps.step("verify", "Verifying vision graph (static shapes, constant-K TopK, TensorRT ops)"):
+            graphs["vision"] = verified_entry(writer.staging, files, graph_spec)
+        text: dict[str, Any] = {}
+        if not vision_only:
+            lm = adapter.language_model_facts()
+            decoder_spec = llava_decoder_spec(
+                lm["num_layers"], lm["num_kv_heads"], lm["head_dim"], lm["hidden_size"], lm["vocab_size"], precision
             )
+            with steps.step("export-decoder", f"Exporting decoder graph ({lm['num_layers']} layers, KV cache, {precision})"):
+                files = export_onnx(
+                    llava_decoder(adapter), decoder_example(lm, dtype), decoder_spec, writer.staging / "decoder.onnx",
+                    dynamic_shapes=decoder_dynamic_shapes(lm),
+                )
+            with steps.step("verify-decoder", "Verifying decoder graph"):
+                graphs["decoder"] = verified_entry(writer.staging, files, decoder_spec)
+            with steps.step("assets", "Writing token embeddings and tokenizer"):
+                text = write_text_assets(adapter, writer.staging, resolved.k, dtype)
+        with steps.step("write", f"Writing bundle {out}"):
+            writer.manifest = build_manifest(spec, adapter, selection.name, resolved, precision, graphs, text, random_weights)
     return out
 
 
-def build_manifest(spec, adapter, method, resolved, precision, graph_spec, files, report, random_weights) -> dict[str, Any]:
+def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any]:
+    """Run the verifier on an exported graph; fail the export (nothing written) if it finds anything."""
+    from edgecompress.graph.export import load_graph
+    from edgecompress.lowering.verifier import verify_graph
+
+    report = verify_graph(load_graph(staging / files[0]), graph_spec)
+    if not report.ok:
+        lines = "\n".join(f"  - [{f.check}] {f.message}" for f in report.findings)
+        raise EdgeCompressError(f"the exported {graph_spec.name} graph failed verification:\n{lines}")
+    return {**graph_spec.to_dict(), "file": files[0], "files": files, "verify": report.to_dict()}
+
+
+DECODER_EXAMPLE_SEQUENCE, DECODER_EXAMPLE_PAST = 4, 3  # > 1, so torch.export keeps both axes symbolic
+
+
+def decoder_example(lm: dict[str, Any], dtype) -> tuple:
+    import torch
+
+    embeds = torch.randn(1, DECODER_EXAMPLE_SEQUENCE, lm["hidden_size"], dtype=dtype)
+    positions = torch.arange(DECODER_EXAMPLE_PAST, DECODER_EXAMPLE_PAST + DECODER_EXAMPLE_SEQUENCE)[None]
+    kv = (1, lm["num_kv_heads"], DECODER_EXAMPLE_PAST, lm["head_dim"])
+    past = [torch.randn(kv, dtype=dtype) for _ in range(2 * lm["num_layers"])]
+    return (embeds, positions, *past)
+
+
+def decoder_dynamic_shapes(lm: dict[str, Any]) -> dict[str, Any]:
+    from torch.export import Dim
+
+    limit = lm["max_position_embeddings"]
+    sequence, past = Dim("sequence", min=1, max=limit), Dim("past", min=0, max=limit)
+    return {
+        "inputs_embeds": {1: sequence},
+        "position_ids": {1: sequence},
+        "past": tuple({2: past} for _ in range(2 * lm["num_layers"])),
+    }
+
+
+def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
+    """The token-embedding table, the tokenizer, the prompt template and the sequence limits."""
+    import numpy as np
+
+    table = adapter.model.get_input_embeddings().weight.detach().to(dtype).numpy()
+    np.save(staging / "embed_tokens.npy", table)
+    lm = adapter.language_model_facts()
+    max_sequence = lm["max_position_embeddings"]
+    tokenizer_file = adapter.save_tokenizer(staging)
+    return {
+        "language_model": lm,
+        "embeddings": {"file": "embed_tokens.npy", "shape": list(table.shape), "dtype": str(table.dtype)},
+        "tokenizer": {"file": tokenizer_file} if tokenizer_file else None,
+        "prompt_template": adapter.chat_prompt_template(),
+        "generation": {"eos_token_ids": adapter.eos_token_ids(), "decoding": "greedy"},
+        "limits": {
+            # K is fixed, so the prefill length range and the KV length are known exactly.
+            "max_sequence": max_sequence,
+            "image_tokens": k,
+            "prefill_length": [k + 1, max_sequence],
+            "max_text_tokens": max_sequence - k,
+            "max_kv_length": max_sequence,
+        },
+    }
+
+
+def build_manifest(spec, adapter, method, resolved, precision, graphs, text, random_weights) -> dict[str, Any]:
     recipe = spec.recipe.to_dict() if spec.recipe else {"name": spec.name, "family": adapter.family, "source": spec.location}
     recipe.pop("config", None)  # the architecture is recorded below, from the loaded model
     return {
@@ -133,7 +212,6 @@ def build_manifest(spec, adapter, method, resolved, precision, graph_spec, files
         "preprocess": {**adapter.preprocess, "image_size": adapter.vision_config.image_size},
         "prompt_template": adapter.prompt_template,
         "image_token_id": adapter.image_token_id,
-        "graphs": {
-            "vision": {**graph_spec.to_dict(), "file": files[0], "files": files, "verify": report.to_dict()},
-        },
+        **text,
+        "graphs": graphs,
     }

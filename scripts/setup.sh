@@ -10,4 +10,5 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e runtimes/python
 python -m pip install --quiet -e ".[test]"

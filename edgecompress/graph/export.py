@@ -24,7 +24,7 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 @contextlib.contextmanager
 def _quiet_exporter():
     """torch.onnx prints a page of progress and warnings per export; keep the CLI readable."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -41,7 +41,7 @@ def weight_bytes(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path) -> list[str]:
+def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path, dynamic_shapes=None) -> list[str]:
     """Export ``module`` to ``path``; returns the files written (the .onnx and any external data)."""
     import torch
 
@@ -53,6 +53,7 @@ def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path) -> l
                 example_inputs,
                 input_names=[t.name for t in spec.inputs],
                 output_names=[t.name for t in spec.outputs],
+                dynamic_shapes=dynamic_shapes,
                 dynamo=True,
                 optimize=True,
                 verbose=False,

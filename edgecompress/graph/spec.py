@@ -56,3 +56,38 @@ def llava_vision_spec(image_size: int, k: int, projected_dim: int, precision: st
             TensorSpec("kept_indices", (1, k), "int64"),
         ),
     )
+
+
+def llava_decoder_spec(
+    num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str
+) -> GraphSpec:
+    """The language model as one graph for prefill and decode.
+
+    Prefill passes the whole prompt with an empty cache (past = 0); decode passes one token
+    with the cache so far. Only the last position's logits come out (greedy decoding needs
+    nothing else, and [S, vocab] logits would cost S x 128 KB at vocab 32k), in fp32 so that
+    argmax does not depend on fp16 rounding of the final scores.
+    """
+    dtype = PRECISION_DTYPES[precision]
+    past = [
+        TensorSpec(f"past.{i}.{kind}", (1, num_kv_heads, "past", head_dim), dtype)
+        for i in range(num_layers)
+        for kind in ("key", "value")
+    ]
+    present = [
+        TensorSpec(f"present.{i}.{kind}", (1, num_kv_heads, "sequence + past", head_dim), dtype)
+        for i in range(num_layers)
+        for kind in ("key", "value")
+    ]
+    dynamic = {"inputs_embeds": {1: "sequence"}, "position_ids": {1: "sequence"}}
+    dynamic.update({t.name: {2: "past"} for t in past})
+    return GraphSpec(
+        name="decoder",
+        inputs=(
+            TensorSpec("inputs_embeds", (1, "sequence", hidden_size), dtype),
+            TensorSpec("position_ids", (1, "sequence"), "int64"),
+            *past,
+        ),
+        outputs=(TensorSpec("logits", (1, 1, vocab_size), "float32"), *present),
+        dynamic_axes=dynamic,
+    )

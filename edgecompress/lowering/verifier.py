@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import re
+
 import onnx
 
 from edgecompress.graph.spec import GraphSpec
@@ -106,7 +108,30 @@ def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension] |
     return list(t.shape.dim) if t.HasField("shape") else None
 
 
+_UNNAMED = re.compile(r"^unk__\d+$")  # what onnx shape inference calls a dimension it cannot name
+
+
+def normalize_dim(dim: int | str) -> int | str:
+    """'sequence + past' and 'past + sequence' are the same axis."""
+    if isinstance(dim, str) and "+" in dim and not re.search(r"[-*/()]", dim):
+        return " + ".join(sorted(part.strip() for part in dim.split("+")))
+    return dim
+
+
+def _is_declared(dim_param: str, declared: set[str]) -> bool:
+    """A symbolic dim is declared if it is a declared axis or an expression of them ('sequence + past')."""
+    names = re.findall(r"[A-Za-z_][A-Za-z_0-9]*", dim_param)
+    return bool(names) and all(name in declared for name in names)
+
+
 def check_static_shapes(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    """Every dimension is fixed, or a declared dynamic axis (or an expression of them).
+
+    In a graph with no dynamic axis every dimension of every tensor must be fixed: an unknown
+    one can only come from the data. In a graph with declared dynamic axes, shape inference
+    cannot name every derived intermediate dimension, so there the graph's inputs and outputs
+    are checked, and intermediates only where they carry a name that is not declared.
+    """
     declared = spec.declared_dynamic if spec else set()
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     findings = []
@@ -123,7 +148,10 @@ def check_static_shapes(model: onnx.ModelProto, spec: GraphSpec | None) -> list[
         for axis, dim in enumerate(dims):
             if dim.HasField("dim_value"):
                 continue
-            if dim.HasField("dim_param") and dim.dim_param in declared:
+            if dim.HasField("dim_param") and _is_declared(dim.dim_param, declared):
+                continue
+            unnamed = not dim.HasField("dim_param") or _UNNAMED.match(dim.dim_param)
+            if declared and value.name not in boundary and unnamed:
                 continue
             label = dim.dim_param or "unknown"
             findings.append(
@@ -153,7 +181,7 @@ def check_boundary_matches_spec(model: onnx.ModelProto, spec: GraphSpec | None) 
         for value, tensor in zip(actual, expected):
             dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
             dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
-            if dtype != tensor.dtype or dims != list(tensor.shape):
+            if dtype != tensor.dtype or [normalize_dim(d) for d in dims] != [normalize_dim(d) for d in tensor.shape]:
                 findings.append(
                     Finding(
                         "declared-io",

@@ -29,8 +29,9 @@ class LlavaAdapter:
     preprocess: dict[str, Any]
     prompt_template: str
     source: dict[str, Any] = field(default_factory=dict)
-    model: Any = None  # the full LlavaForConditionalGeneration when it was loaded
+    model: Any = None  # the full LlavaForConditionalGeneration (None when built vision-only)
     checkpoint_dir: Path | None = None
+    text_source: str | None = None  # folder or hub id holding the tokenizer and processor
 
     family = "llava"
 
@@ -75,6 +76,59 @@ class LlavaAdapter:
     @property
     def projected_dim(self) -> int:
         return int(self.config.text_config.hidden_size)
+
+    def language_model_facts(self) -> dict[str, Any]:
+        tc = self.config.text_config
+        heads = tc.num_attention_heads
+        return {
+            "num_layers": tc.num_hidden_layers,
+            "num_heads": heads,
+            "num_kv_heads": getattr(tc, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(tc, "head_dim", None) or tc.hidden_size // heads,
+            "hidden_size": tc.hidden_size,
+            "vocab_size": tc.vocab_size,
+            "max_position_embeddings": tc.max_position_embeddings,
+        }
+
+    def eos_token_ids(self) -> list[int]:
+        eos = None
+        if self.model is not None and getattr(self.model, "generation_config", None) is not None:
+            eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = getattr(self.config.text_config, "eos_token_id", None)
+        return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+
+    def save_tokenizer(self, folder: Path) -> str | None:
+        """Write the fast tokenizer as tokenizer.json (what the torch-free runtime reads)."""
+        if self.text_source is None:
+            return None
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.text_source)
+        if not getattr(tokenizer, "is_fast", False):
+            raise EdgeCompressError(f"{self.text_source} has no fast tokenizer (tokenizer.json) for the runtime")
+        tokenizer.backend_tokenizer.save(str(Path(folder) / "tokenizer.json"))
+        return "tokenizer.json"
+
+    def chat_prompt_template(self) -> str:
+        """The checkpoint's chat template rendered for one user turn, with {prompt} for the text.
+
+        Rendering it here (with transformers) means the runtime needs no Jinja: it substitutes
+        the user's text into this string. Falls back to the recipe's template.
+        """
+        sentinel = "EDGECOMPRESS_PROMPT_SENTINEL"
+        if self.text_source is not None:
+            from transformers import AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(self.text_source)
+                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
+                text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except (OSError, ValueError, TypeError):
+                text = None
+            if text and text.count(sentinel) == 1:
+                return text.replace(sentinel, "{prompt}")
+        return self.prompt_template
 
     def describe(self) -> dict[str, Any]:
         vc = self.vision_config
@@ -170,6 +224,7 @@ def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -
         source=source,
         model=model,
         checkpoint_dir=folder,
+        text_source=str(folder) if folder is not None else source.get("location"),
     )
 
 
@@ -203,24 +258,33 @@ def _load_pretrained(location: str, dtype, *, local: bool):
     return LlavaForConditionalGeneration.from_pretrained(location, **kwargs)
 
 
-def build_random(config_dict: dict[str, Any], seed: int, dtype) -> tuple[Any, Any, Any]:
-    """Seeded random vision tower and projector for an architecture (no download).
+def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: bool = True):
+    """Seeded random weights for an architecture (no download): (config, tower, projector, model).
 
-    Only the vision parts are built: the vision graph needs nothing else, and a 7B language
-    model would cost 28 GB of host memory in fp32 for nothing.
+    With ``vision_only`` only the vision tower and projector are built (all the vision graph
+    needs). Otherwise the whole model is built directly in ``dtype`` (a 7B model initialised in
+    fp32 first would need 28 GB of host memory).
     """
     import torch
-    from transformers import CLIPVisionModel, LlavaConfig
+    from transformers import CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     config = LlavaConfig(**config_dict)
     torch.manual_seed(seed)
-    vision_tower = CLIPVisionModel(config.vision_config).to(dtype).eval()
-    projector = LlavaMultiModalProjector(config).to(dtype).eval()
-    return config, vision_tower, projector
+    if vision_only:
+        vision_tower = CLIPVisionModel(config.vision_config).to(dtype).eval()
+        projector = LlavaMultiModalProjector(config).to(dtype).eval()
+        return config, vision_tower, projector, None
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = LlavaForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    return config, model.model.vision_tower, model.model.multi_modal_projector, model
 
 
-def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False) -> LlavaAdapter:
+def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False) -> LlavaAdapter:
     """Load (or build with ``random_weights``) the LLaVA model a MODEL argument names."""
     recipe = spec.recipe
     source = {"kind": spec.kind, "location": spec.location, "random_weights": random_weights}
@@ -232,7 +296,16 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False) -> Llava
             config_dict, preprocess = _config_without_weights(spec)
         if not config_dict:
             raise EdgeCompressError(f"recipe {spec.name} carries no architecture config for --random-weights")
-        config, tower, projector = build_random(config_dict, recipe.seed if recipe else 0, dtype)
+        config, tower, projector, model = build_random(
+            config_dict, recipe.seed if recipe else 0, dtype, vision_only=vision_only
+        )
+        text_source = None  # tokenizer files: only where they exist offline
+        if spec.location.startswith("builtin:"):
+            from edgecompress.models.tiny import ensure_tiny_checkpoint
+
+            text_source = str(ensure_tiny_checkpoint(recipe))
+        elif spec.kind == "folder":
+            text_source = spec.location
         return LlavaAdapter(
             config=config,
             vision_tower=tower,
@@ -240,6 +313,8 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False) -> Llava
             preprocess=dict(preprocess),
             prompt_template=recipe.prompt_template if recipe else Recipe.prompt_template,
             source=source,
+            model=model,
+            text_source=text_source,
         )
 
     if spec.location.startswith("builtin:"):
@@ -374,3 +449,45 @@ def pruned_vision(adapter: LlavaAdapter, method, k: int):
     if _PRUNED_VISION is None:
         _PRUNED_VISION = _make_pruned_vision_class()
     return _PRUNED_VISION(adapter, method, k).eval()
+
+
+def _make_decoder_class():
+    import torch
+    from torch import nn
+    from transformers import DynamicCache
+
+    class LlavaDecoder(nn.Module):
+        """(inputs_embeds, position_ids, *past) -> (last-token logits fp32, *present).
+
+        The cache travels as flat tensors (past.{i}.key/value) so the graph has plain inputs
+        and outputs; inside, a transformers DynamicCache is rebuilt from them.
+        """
+
+        def __init__(self, adapter: LlavaAdapter):
+            super().__init__()
+            self.language_model = adapter.model.model.language_model
+            self.lm_head = adapter.model.lm_head
+            self.config = adapter.config.text_config
+            self.num_layers = adapter.config.text_config.num_hidden_layers
+
+        def forward(self, inputs_embeds, position_ids, *past):
+            cache = DynamicCache(config=self.config)
+            for i in range(self.num_layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.language_model(
+                inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
+            )
+            logits = self.lm_head(out.last_hidden_state[:, -1:, :]).float()
+            present = []
+            for layer in out.past_key_values.layers:
+                present += [layer.keys, layer.values]
+            return (logits, *present)
+
+    return LlavaDecoder
+
+
+def llava_decoder(adapter: LlavaAdapter):
+    """The PyTorch module the decoder graph is exported from."""
+    if adapter.model is None:
+        raise EdgeCompressError("this model was built without its language model (vision only)")
+    return _make_decoder_class()(adapter).eval()

@@ -1,0 +1,99 @@
+"""Execution backends behind one interface: ONNX Runtime here; TensorRT implements the same.
+
+A backend runs the bundle's two graphs:
+
+- ``vision(pixel_values) -> (image_embeds [1,K,D], kept_indices [1,K])``
+- ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
+
+``past``/``present`` are lists of (key, value) arrays per layer, [1, kv_heads, P, head_dim].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgecompress_runtime.errors import EdgeCompressError
+
+KV = list[tuple[np.ndarray, np.ndarray]]
+
+
+class Backend(Protocol):
+    name: str
+
+    def vision(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def decoder(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, past: KV) -> tuple[np.ndarray, KV]: ...
+
+    def empty_past(self) -> KV: ...
+
+
+def _np_dtype(name: str):
+    return np.dtype(name)
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA."""
+
+    def __init__(self, bundle: Path, manifest: dict[str, Any], device: str = "cpu", threads: int = 0):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EdgeCompressError(
+                    "the CUDA backend needs onnxruntime-gpu",
+                    hint="pip install onnxruntime-gpu (in place of onnxruntime), or use --backend onnxruntime-cpu.",
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.name = f"onnxruntime-{device}"
+        graphs = manifest["graphs"]
+        for required in ("vision", "decoder"):
+            if required not in graphs:
+                raise EdgeCompressError(
+                    f"bundle {bundle} has no {required} graph",
+                    hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
+                )
+        self._vision = ort.InferenceSession(str(bundle / graphs["vision"]["file"]), options, providers=providers)
+        self._decoder = ort.InferenceSession(str(bundle / graphs["decoder"]["file"]), options, providers=providers)
+        lm = manifest["language_model"]
+        self._layers = lm["num_layers"]
+        self._kv_shape = (1, lm["num_kv_heads"], 0, lm["head_dim"])
+        spec = graphs["decoder"]
+        self._embeds_dtype = _np_dtype(spec["inputs"][0]["dtype"])
+        self._kv_dtype = _np_dtype(spec["inputs"][2]["dtype"])
+        self._past_names = [t["name"] for t in spec["inputs"][2:]]
+
+    def vision(self, pixel_values):
+        embeds, kept = self._vision.run(None, {"pixel_values": pixel_values.astype(np.float32, copy=False)})
+        return embeds, kept
+
+    def empty_past(self) -> KV:
+        empty = np.zeros(self._kv_shape, dtype=self._kv_dtype)
+        return [(empty, empty) for _ in range(self._layers)]
+
+    def decoder(self, inputs_embeds, position_ids, past):
+        feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
+        for i, (key, value) in enumerate(past):
+            feeds[self._past_names[2 * i]] = key
+            feeds[self._past_names[2 * i + 1]] = value
+        outputs = self._decoder.run(None, feeds)
+        present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
+        return outputs[0], present
+
+
+BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda")
+
+
+def make_backend(name: str, bundle: Path, manifest: dict[str, Any], threads: int = 0) -> Backend:
+    if name in ("onnxruntime", "onnxruntime-cpu"):
+        return OnnxRuntimeBackend(bundle, manifest, "cpu", threads)
+    if name == "onnxruntime-cuda":
+        return OnnxRuntimeBackend(bundle, manifest, "cuda", threads)
+    raise EdgeCompressError(f"unknown backend {name!r}", hint=f"Available backends: {', '.join(BACKENDS)}.")

@@ -1,0 +1,159 @@
+"""Pipeline: image + prompt -> generated text, from a bundle, with no torch and no transformers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecompress_runtime.backends import Backend, make_backend
+from edgecompress_runtime.bundle import open_bundle
+from edgecompress_runtime.errors import EdgeCompressError
+from edgecompress_runtime.preprocess import preprocess
+
+
+@dataclass
+class Generation:
+    """What one ``generate`` call produced, with timings for benchmarks."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    kept_indices: np.ndarray
+    stopped_by: str  # "eos" | "max_new_tokens"
+    timings: dict[str, float] = field(default_factory=dict)
+    prefill_logits: np.ndarray | None = None
+
+
+class Pipeline:
+    """A loaded bundle, ready to answer questions about images.
+
+    >>> pipe = Pipeline.load("out/tiny-llava-hired-b20")
+    >>> pipe.generate("photo.jpg", "What is in the picture?", max_new_tokens=64)
+    """
+
+    def __init__(self, bundle: Path, manifest: dict, backend: Backend):
+        from tokenizers import Tokenizer
+
+        self.bundle = Path(bundle)
+        self.manifest = manifest
+        self.backend = backend
+        tok = manifest["tokenizer"]
+        self.tokenizer = Tokenizer.from_file(str(self.bundle / tok["file"]))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        emb = manifest["embeddings"]
+        self.embed_table = np.load(self.bundle / emb["file"], mmap_mode="r")
+        self.k = int(manifest["k"])
+        self.image_token_id = int(manifest["image_token_id"])
+        self.eos_token_ids = set(manifest["generation"]["eos_token_ids"])
+        self.max_sequence = int(manifest["limits"]["max_sequence"])
+        self.prompt_template = manifest["prompt_template"]
+
+    @classmethod
+    def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", threads: int = 0, check_hashes: bool = True) -> "Pipeline":
+        bundle = Path(bundle)
+        manifest = open_bundle(bundle, check_hashes=check_hashes)
+        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads))
+
+    # -- prompt ---------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the chat-formatted prompt, with exactly one image placeholder."""
+        text = self.prompt_template.replace("{prompt}", prompt)
+        ids = self.tokenizer.encode(text, add_special_tokens=True).ids
+        count = ids.count(self.image_token_id)
+        if count != 1:
+            raise EdgeCompressError(
+                f"the prompt must hold exactly one image placeholder, found {count}",
+                hint="Do not write the image token (<image>) in the prompt text; the template adds it.",
+            )
+        return ids
+
+    def check_length(self, text_tokens: int, max_new_tokens: int) -> None:
+        total = text_tokens - 1 + self.k
+        if total + max_new_tokens > self.max_sequence:
+            limit = self.max_sequence - self.k - max_new_tokens + 1
+            raise EdgeCompressError(
+                f"the prompt is {text_tokens - 1} text tokens + {self.k} image tokens; with {max_new_tokens} new tokens "
+                f"that is {total + max_new_tokens}, over this bundle's maximum sequence of {self.max_sequence}",
+                hint=f"Shorten the prompt to at most {max(limit, 0)} text tokens, or lower --max-new-tokens.",
+            )
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        return np.asarray(self.embed_table[np.asarray(ids, dtype=np.int64)])[None]
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(
+        self,
+        image,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        on_text: Callable[[str], None] | None = None,
+    ) -> str:
+        return self.generate_full(image, prompt, max_new_tokens=max_new_tokens, on_text=on_text).text
+
+    def generate_full(
+        self,
+        image,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        on_text: Callable[[str], None] | None = None,
+        pixel_values: np.ndarray | None = None,
+    ) -> Generation:
+        if max_new_tokens < 1:
+            raise EdgeCompressError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        ids = self.prompt_ids(prompt)
+        self.check_length(len(ids), max_new_tokens)
+        if pixel_values is None:
+            pixel_values = preprocess(image, self.manifest["preprocess"])
+        timings["preprocess_s"] = time.perf_counter() - start
+
+        t = time.perf_counter()
+        image_embeds, kept = self.backend.vision(pixel_values)
+        timings["vision_s"] = time.perf_counter() - t
+
+        at = ids.index(self.image_token_id)
+        embeds = np.concatenate(
+            [self.embed(ids[:at]), image_embeds.astype(self.embed_table.dtype), self.embed(ids[at + 1 :])], axis=1
+        )
+        length = embeds.shape[1]
+        t = time.perf_counter()
+        logits, past = self.backend.decoder(embeds, np.arange(length, dtype=np.int64)[None], self.backend.empty_past())
+        timings["prefill_s"] = time.perf_counter() - t
+        timings["ttft_s"] = time.perf_counter() - start
+        prefill_logits = logits[0, -1].astype(np.float32)
+
+        generated: list[int] = []
+        emitted = ""
+        stopped_by = "max_new_tokens"
+        t = time.perf_counter()
+        next_logits = prefill_logits
+        while True:
+            token = int(np.argmax(next_logits))
+            if token in self.eos_token_ids:
+                stopped_by = "eos"
+                break
+            generated.append(token)
+            if on_text is not None:
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if len(text) > len(emitted) and not text.endswith("\ufffd"):
+                    on_text(text[len(emitted) :])
+                    emitted = text
+            if len(generated) >= max_new_tokens:
+                break
+            position = np.array([[length + len(generated) - 1]], dtype=np.int64)
+            logits, past = self.backend.decoder(self.embed([token]), position, past)
+            next_logits = logits[0, -1]
+        timings["decode_s"] = time.perf_counter() - t
+        timings["decode_tokens"] = max(len(generated) - 1, 0)
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        if on_text is not None and len(text) > len(emitted):
+            on_text(text[len(emitted) :])
+        return Generation(text, generated, length, kept[0], stopped_by, timings, prefill_logits)

@@ -1,0 +1,87 @@
+"""Image loading and preprocessing, numpy + PIL only, matching the checkpoint's image processor.
+
+For LLaVA-1.5 that is transformers' CLIP image processor: RGB conversion (transparency
+composited onto white), resize of the shortest edge (PIL, bicubic), center crop, rescale by
+1/255 and normalise by the CLIP mean and std. EXIF orientation is applied on load, as
+transformers' ``load_image`` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edgecompress_runtime.errors import EdgeCompressError
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def load_image(image: str | Path | Image.Image) -> Image.Image:
+    """Open an image file (or take a PIL image) with EXIF orientation applied."""
+    if isinstance(image, Image.Image):
+        return ImageOps.exif_transpose(image)
+    path = Path(image)
+    if not path.exists():
+        raise EdgeCompressError(f"image {path} does not exist")
+    if not path.is_file():
+        raise EdgeCompressError(f"image {path} is not a file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except UnidentifiedImageError:
+        raise EdgeCompressError(f"{path} is not an image PIL can read", hint="Use a PNG, JPEG, WebP, BMP, GIF or TIFF file.") from None
+    except OSError as err:
+        raise EdgeCompressError(f"cannot read image {path}: {err}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_shortest_edge(image: Image.Image, size: int, resample: str) -> Image.Image:
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    return image.resize((new_w, new_h), resample=RESAMPLE[resample])
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """Crop an HWC array to size x size around its center (floor offsets, as transformers)."""
+    height, width = array.shape[:2]
+    if height < size or width < size:
+        padded = np.zeros((max(height, size), max(width, size), array.shape[2]), dtype=array.dtype)
+        top, left = -(-(padded.shape[0] - height) // 2), -(-(padded.shape[1] - width) // 2)
+        padded[top : top + height, left : left + width] = array
+        array, height, width = padded, padded.shape[0], padded.shape[1]
+    top, left = (height - size) // 2, (width - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+def preprocess(image: str | Path | Image.Image, params: dict[str, Any]) -> np.ndarray:
+    """pixel_values float32 [1, 3, S, S] for one image."""
+    rgb = to_rgb(load_image(image))
+    resized = resize_shortest_edge(rgb, int(params["resize_shortest_edge"]), params.get("resample", "bicubic"))
+    array = center_crop(np.asarray(resized), int(params["crop_size"]))
+    scaled = array.astype(np.float64) * float(params["rescale_factor"])
+    mean = np.asarray(params["image_mean"], dtype=np.float64)
+    std = np.asarray(params["image_std"], dtype=np.float64)
+    normalised = ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
