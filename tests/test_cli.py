@@ -21,9 +21,12 @@ def default_export(workdir):
 
 def test_export_writes_the_default_bundle_and_reports_steps(default_export):
     bundle, result = default_export
-    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "vision.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "decoder.onnx", "embed_tokens.npy", "manifest.json", "tokenizer.json", "vision.onnx"
+    ]
     assert "Bundle written to out/tiny-llava-hired-b20" in result.stdout
-    for step in ("Loading tiny-llava", "Exporting vision graph (K=115 of 576, fp32)", "Verifying graph"):
+    for step in ("Loading tiny-llava", "Exporting vision graph (K=115 of 576, fp32)", "Verifying vision graph",
+                 "Exporting decoder graph (4 layers, KV cache, fp32)", "Verifying decoder graph"):
         assert step in result.stderr
 
 

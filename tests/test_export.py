@@ -115,12 +115,26 @@ def test_manifest_records_the_contract(bundles):
     assert set(manifest["tool_versions"]) >= {"torch", "transformers", "onnx", "edgecompress"}
     assert manifest["image_token_id"] == 3
     files = sorted(p.name for p in bundle.iterdir())
-    assert files == ["manifest.json", "vision.onnx"]
-    assert manifest["files"]["vision.onnx"]["sha256"] == sha256_file(bundle / "vision.onnx")
+    assert files == ["decoder.onnx", "embed_tokens.npy", "manifest.json", "tokenizer.json", "vision.onnx"]
+    for name in [f for f in files if f != "manifest.json"]:
+        assert manifest["files"][name]["sha256"] == sha256_file(bundle / name), name
+    # The decoder: one graph for prefill and decode, its axes declared; the limits K fixes.
+    decoder = manifest["graphs"]["decoder"]
+    assert decoder["verify"]["ok"] is True
+    assert decoder["inputs"][0] == {"name": "inputs_embeds", "shape": [1, "sequence", 64], "dtype": "float32"}
+    assert decoder["inputs"][2] == {"name": "past.0.key", "shape": [1, 2, "past", 16], "dtype": "float32"}
+    assert decoder["outputs"][0] == {"name": "logits", "shape": [1, 1, 512], "dtype": "float32"}
+    assert len(decoder["inputs"]) == 2 + 2 * 4 and decoder["dynamic_axes"]["inputs_embeds"] == {"1": "sequence"}
+    assert manifest["limits"] == {
+        "max_sequence": 2048, "image_tokens": 115, "prefill_length": [116, 2048], "max_text_tokens": 1933, "max_kv_length": 2048,
+    }
+    assert manifest["prompt_template"] == "USER: <image>\n{prompt} ASSISTANT:"
+    assert manifest["generation"]["eos_token_ids"] == [2]
+    assert manifest["embeddings"] == {"file": "embed_tokens.npy", "shape": [512, 64], "dtype": "float32"}
 
 
 @pytest.mark.parametrize("name", ["hired-fp32", "hired-fp16", "none-fp32"])
-def test_graphs_are_clean_static_and_verified(bundles, name):
+def test_vision_graphs_are_clean_static_and_verified(bundles, name):
     path = bundles[name] / "vision.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     model = load_graph(path)
@@ -130,6 +144,18 @@ def test_graphs_are_clean_static_and_verified(bundles, name):
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     for value in [*inferred.graph.output, *inferred.graph.value_info]:
         assert all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim), value.name
+
+
+@pytest.mark.parametrize("name", ["hired-fp32", "hired-fp16"])
+def test_decoder_graph_is_clean_and_verified(bundles, name):
+    from edgecompress.graph.spec import llava_decoder_spec
+
+    path = bundles[name] / "decoder.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    precision = name.split("-")[1]
+    report = verify_graph(load_graph(path), llava_decoder_spec(4, 2, 16, 64, 512, precision))
+    assert report.ok, report.findings
+    assert report.op_census["NonZero"] == 0 and report.op_census["Loop"] == 0
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, tiny_checkpoint, monkeypatch):

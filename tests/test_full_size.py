@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 
 @pytest.mark.slow
 def test_llava_7b_random_weights_vision_graph_exports_verified(tmp_path):
-    result = run_cli("export", "llava", "--budget", "20%", "--random-weights", cwd=tmp_path)
+    result = run_cli("export", "llava", "--budget", "20%", "--random-weights", "--vision-only", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     bundle = tmp_path / "out" / "llava-1.5-7b-hired-b20"
     manifest = json.loads((bundle / "manifest.json").read_text())
