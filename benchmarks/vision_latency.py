@@ -92,6 +92,7 @@ def main() -> int:
             bundle = export_bundle(
                 args.model, budget=None if method == "none" else budget, method=method,
                 precision=args.precision, out=Path(tmp) / budget.strip("%"), random_weights=args.random_weights,
+                vision_only=True,
             )
             export_s = time.perf_counter() - start
             session = ort.InferenceSession(str(bundle / "vision.onnx"), options, providers=["CPUExecutionProvider"])

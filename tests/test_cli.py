@@ -22,7 +22,8 @@ def default_export(workdir):
 def test_export_writes_the_default_bundle_and_reports_steps(default_export):
     bundle, result = default_export
     assert sorted(p.name for p in bundle.iterdir()) == [
-        "decoder.onnx", "embed_tokens.npy", "manifest.json", "tokenizer.json", "vision.onnx"
+        "decoder.onnx", "decoder.onnx.data", "embed_tokens.npy", "manifest.json", "tokenizer.json",
+        "vision.onnx", "vision.onnx.data",
     ]
     assert "Bundle written to out/tiny-llava-hired-b20" in result.stdout
     for step in ("Loading tiny-llava", "Exporting vision graph (K=115 of 576, fp32)", "Verifying vision graph",
@@ -47,12 +48,12 @@ def test_inspect_names_a_tampered_file(tmp_path, default_export):
     bundle, _ = default_export
     copy = tmp_path / "tampered"
     shutil.copytree(bundle, copy)
-    with open(copy / "vision.onnx", "r+b") as f:
+    with open(copy / "vision.onnx.data", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     result = run_cli("inspect", str(copy))
     assert result.returncode == 1
-    assert "vision.onnx does not match its sha256" in result.stdout
+    assert "vision.onnx.data does not match its sha256" in result.stdout
 
 
 def test_export_refuses_to_overwrite_without_force(default_export, workdir):

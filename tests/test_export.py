@@ -115,7 +115,11 @@ def test_manifest_records_the_contract(bundles):
     assert set(manifest["tool_versions"]) >= {"torch", "transformers", "onnx", "edgecompress"}
     assert manifest["image_token_id"] == 3
     files = sorted(p.name for p in bundle.iterdir())
-    assert files == ["decoder.onnx", "embed_tokens.npy", "manifest.json", "tokenizer.json", "vision.onnx"]
+    assert files == [
+        "decoder.onnx", "decoder.onnx.data", "embed_tokens.npy", "manifest.json", "tokenizer.json",
+        "vision.onnx", "vision.onnx.data",
+    ]
+    assert vision["files"] == ["vision.onnx", "vision.onnx.data"]
     for name in [f for f in files if f != "manifest.json"]:
         assert manifest["files"][name]["sha256"] == sha256_file(bundle / name), name
     # The decoder: one graph for prefill and decode, its axes declared; the limits K fixes.

@@ -218,6 +218,6 @@ def test_vision_only_bundle_cannot_run(tmp_path, tiny_checkpoint, images):
     from edgecompress import export_bundle
 
     bundle = export_bundle("tiny-llava", out=tmp_path / "v", vision_only=True)
-    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "vision.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "vision.onnx", "vision.onnx.data"]
     with pytest.raises(EdgeCompressError, match="has no decoder graph"):
         Pipeline.load(bundle)

@@ -1,7 +1,9 @@
 """Export a PyTorch module to a clean ONNX file with torch.onnx (dynamo).
 
-Dynamo gives opset 18 and fully static shapes for a fixed-budget graph. Weights go to an
-external ``<name>.onnx.data`` file when they would push the protobuf past its 2 GB limit.
+Dynamo gives fully static shapes for a fixed-budget graph. Weights always go to an external
+``<name>.onnx.data`` file: the graph stays a small protobuf (never near its 2 GB limit), and
+neither saving nor checking it ever holds a serialised copy of the weights in memory (which
+would double an export's peak memory).
 """
 
 from __future__ import annotations
@@ -16,10 +18,6 @@ import onnx
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.graph.spec import GraphSpec
-
-# Protobuf cannot serialise a message over 2 GiB; stay clear of it.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-
 
 @contextlib.contextmanager
 def _quiet_exporter():
@@ -37,15 +35,12 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-def weight_bytes(module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
-
-
 def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path, dynamic_shapes=None) -> list[str]:
     """Export ``module`` to ``path``; returns the files written (the .onnx and any external data)."""
     import torch
 
-    external = weight_bytes(module) > EXTERNAL_DATA_THRESHOLD
+    import gc
+
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
@@ -65,10 +60,12 @@ def export_onnx(module, example_inputs: tuple, spec: GraphSpec, path: Path, dyna
         ) from err
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_exporter():
-        program.save(str(path), external_data=external)
+        program.save(str(path), external_data=True)
+    del program
+    gc.collect()
     files = [path.name]
     data_file = path.with_name(path.name + ".data")
-    if external and data_file.exists():
+    if data_file.exists():
         files.append(data_file.name)
     onnx.checker.check_model(str(path), full_check=True)
     return files

@@ -300,10 +300,10 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             config_dict, recipe.seed if recipe else 0, dtype, vision_only=vision_only
         )
         text_source = None  # tokenizer files: only where they exist offline
-        if spec.location.startswith("builtin:"):
-            from edgecompress.models.tiny import ensure_tiny_checkpoint
+        if spec.location.startswith("builtin:") and not vision_only:
+            from edgecompress.models.tiny import ensure_text_assets
 
-            text_source = str(ensure_tiny_checkpoint(recipe))
+            text_source = str(ensure_text_assets(recipe))
         elif spec.kind == "folder":
             text_source = spec.location
         return LlavaAdapter(

@@ -134,23 +134,39 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
 
 
-def ensure_tiny_checkpoint(recipe: Recipe) -> Path:
-    """Return the folder of the built checkpoint, building it atomically if needed."""
-    folder = cache_root() / "models" / f"{recipe.name}-{recipe_digest(recipe)}"
-    if (folder / "config.json").exists():
+def _build_atomically(folder: Path, marker: str, write) -> Path:
+    if (folder / marker).exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        model = build_model(recipe)
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer = build_tokenizer(recipe.config["text_config"]["vocab_size"])
-        build_processor(recipe, tokenizer).save_pretrained(staging)
+        write(staging)
         try:
             staging.rename(folder)
         except OSError:  # another process built it first
-            if not (folder / "config.json").exists():
+            if not (folder / marker).exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _write_text_assets(recipe: Recipe, folder: Path) -> None:
+    tokenizer = build_tokenizer(recipe.config["text_config"]["vocab_size"])
+    build_processor(recipe, tokenizer).save_pretrained(folder)
+
+
+def ensure_tiny_checkpoint(recipe: Recipe) -> Path:
+    """Return the folder of the built checkpoint, building it atomically if needed."""
+
+    def write(staging: Path) -> None:
+        build_model(recipe).save_pretrained(staging, safe_serialization=True)
+        _write_text_assets(recipe, staging)
+
+    return _build_atomically(cache_root() / "models" / f"{recipe.name}-{recipe_digest(recipe)}", "config.json", write)
+
+
+def ensure_text_assets(recipe: Recipe) -> Path:
+    """Only the tokenizer and processor of a built-in recipe (for --random-weights: no model weights)."""
+    folder = cache_root() / "text" / f"{recipe.name}-{recipe_digest(recipe)}"
+    return _build_atomically(folder, "tokenizer.json", lambda staging: _write_text_assets(recipe, staging))
