@@ -221,3 +221,31 @@ def test_vision_only_bundle_cannot_run(tmp_path, tiny_checkpoint, images):
     assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "vision.onnx", "vision.onnx.data"]
     with pytest.raises(EdgeCompressError, match="has no decoder graph"):
         Pipeline.load(bundle)
+
+
+@pytest.mark.parametrize("image", ["noise", "scene"])
+def test_fp16_bundle_matches_the_fp16_pytorch_pruned_pipeline(bundles, tiny_fp16, processor, images, image):
+    # The flat image is left out: its kept indices may swap inside the cut-off's tie band in fp16
+    # (see tests/test_export.py), which changes the prompt; tie handling is tested there.
+    module = pruned_vision(tiny_fp16, get_method("hired"), 115)
+    reference = pruned_generate(tiny_fp16.model, processor, module, images[image], PROMPTS[0], MAX_NEW)
+    result = Pipeline.load(bundles["hired-fp16"]).generate_full(images[image], PROMPTS[0], max_new_tokens=MAX_NEW)
+    assert result.kept_indices.tolist() == reference.kept_indices
+    assert result.token_ids == reference.token_ids
+    # fp16 kernels of two runtimes: ~1e-3 relative round-off on logits of magnitude ~0.5
+    # (observed 5e-4); 5e-3 leaves room without hiding a wrong splice or position (those move logits by >0.1).
+    np.testing.assert_allclose(result.prefill_logits, reference.prefill_logits.numpy(), atol=5e-3, rtol=0)
+
+
+def test_random_weights_bundle_runs_and_reproduces_the_seeded_checkpoint(tmp_path, pipelines, images):
+    """--random-weights builds the recipe's architecture from its seed: for tiny-llava that is the
+    very checkpoint the recipe builds, so the bundle answers identically; its tokenizer comes
+    without building any weights."""
+    from edgecompress import export_bundle
+
+    bundle = export_bundle("tiny-llava", out=tmp_path / "rw", random_weights=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["random_weights"] is True and manifest["tokenizer"] == {"file": "tokenizer.json"}
+    result = Pipeline.load(bundle).generate_full(images["scene"], PROMPTS[0], max_new_tokens=MAX_NEW)
+    expected = pipelines["hired-fp32"].generate_full(images["scene"], PROMPTS[0], max_new_tokens=MAX_NEW)
+    assert result.token_ids == expected.token_ids

@@ -1,0 +1,1 @@
+"""Target profiles, memory plans and TensorRT engine builds."""
