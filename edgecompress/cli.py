@@ -97,17 +97,101 @@ def export(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle (only once the new one is complete)."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Build the recipe's architecture with seeded random weights instead of loading a checkpoint (no download)."),
     vision_only: bool = typer.Option(False, "--vision-only", help="Export the vision graph only (no decoder, embeddings or tokenizer; the bundle cannot `run`)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Then build engines for this target profile, where its TensorRT backend is installed (edgecompress list profiles)."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
     from edgecompress.compiler import export_bundle
 
     _quiet_libraries()
+    target = None
+    if profile is not None:
+        from edgecompress.engine.profiles import load_profile
+
+        target = load_profile(profile)  # an unknown profile fails before the export, not after
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
+    if target is not None and target.builds_engines:
+        from edgecompress.engine.builder import MODULES, build_engines
+
+        try:
+            __import__(MODULES[target.backend])
+        except ImportError:
+            console.print(f"[yellow]Engines not built:[/yellow] {target.backend} is not installed here. "
+                          f"On a machine that has it: edgecompress build {bundle} --profile {target.name}")
+            return
+        _report_build(build_engines(bundle, target, steps=RichSteps()), bundle, target.name)
+
+
+def _report_build(record, bundle, profile_name) -> None:
+    for note in record["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    out_console.print(f"Engines written to [bold]{bundle}/engines/{profile_name}[/bold] ({record['backend']} {record['builder_version']}, "
+                      f"compute capability {record['compute_capability']}); memory plan {record['memory_plan']['total_gib']:.2f} "
+                      f"of {record['memory_plan']['capacity_gib']:.0f} GiB")
+
+
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress build out/tiny-llava-hired-b20 --profile rtx-4090              [dim]# TensorRT for RTX; works with no GPU[/dim]\n\n"
+        "  edgecompress build out/llava-1.5-7b-hired-b20 --profile jetson-orin-nx-16gb   [dim]# on the Jetson, JetPack's TensorRT[/dim]\n\n"
+        "  edgecompress build out/tiny-llava-hired-b20 --profile my-board.toml --force"
+    )
+)
+def build(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
+    profile: str = typer.Option(..., "--profile", help="Target profile name (edgecompress list profiles) or a path to your own .toml."),
+    force: bool = typer.Option(False, "--force", "-f", help="Rebuild engines that already exist for this profile."),
+    ignore_memory_plan: bool = typer.Option(False, "--ignore-memory-plan", help="Build even when the memory plan says the bundle does not fit."),
+):
+    """Build TensorRT engines for every graph of a bundle, for a target device profile, into BUNDLE/engines/<profile>/."""
+    from edgecompress.engine.builder import build_engines
+    from edgecompress.engine.profiles import load_profile
+
+    target = load_profile(profile)
+    record = build_engines(bundle, target, force=force, ignore_memory_plan=ignore_memory_plan, steps=RichSteps())
+    _report_build(record, bundle, target.name)
+
+
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress plan llava --budget 20% --profile jetson-agx-orin-64gb\n\n"
+        "  edgecompress plan llava --budget 100% --profile jetson-orin-nano-8gb --precision fp16"
+    )
+)
+def plan(
+    model: str = typer.Argument(..., help="Recipe name or alias, recipe .toml, or local llava-hf folder (its config.json is enough)."),
+    profile: str = typer.Option(..., "--profile", help="Target profile name or .toml."),
+    budget: str = typer.Option("20%", "--budget", "-b", help="Visual-token budget: 20%, 0.2 or a count."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the profile's)."),
+):
+    """Show the memory plan of a model on a device at a budget, without exporting or downloading anything."""
+    from edgecompress.budget import resolve_budget
+    from edgecompress.engine.memory import plan_memory
+    from edgecompress.engine.profiles import load_profile
+    from edgecompress.recipes import resolve_model
+
+    target = load_profile(profile)
+    spec = resolve_model(model)
+    if spec.recipe is not None:
+        architecture = spec.recipe.config
+    elif spec.kind == "folder":
+        import json
+
+        architecture = json.loads((Path(spec.location) / "config.json").read_text())
+    else:
+        raise EdgeCompressError(f"plan needs the architecture of {model!r}", hint="Pass a recipe name or a local folder with a config.json.")
+    vision = architecture["vision_config"]
+    n = (vision["image_size"] // vision["patch_size"]) ** 2
+    result = plan_memory(architecture, resolve_budget(budget, n).k, target, precision)
+    out_console.print(result.table())
+    if not result.fits:
+        raise typer.Exit(1)
 
 
 @app.command(
@@ -115,7 +199,8 @@ def export(
         "[b]Examples[/b]\n\n"
         "  edgecompress run out/tiny-llava-hired-b20 --image photo.jpg --prompt \"What is in the picture?\"\n\n"
         "  edgecompress run out/tiny-llava-hired-b20 --image photo.jpg --prompt \"Describe it.\" --max-new-tokens 128\n\n"
-        "  edgecompress run out/llava-1.5-7b-hired-b20 --image cat.jpg --prompt \"What is this?\" --backend onnxruntime-cuda"
+        "  edgecompress run out/llava-1.5-7b-hired-b20 --image cat.jpg --prompt \"What is this?\" --backend onnxruntime-cuda\n\n"
+        "  edgecompress run out/llava-1.5-7b-hired-b20 --image cat.jpg --prompt \"What is this?\" --backend tensorrt --profile rtx-4090"
     )
 )
 def run(
@@ -123,13 +208,14 @@ def run(
     image: Path = typer.Option(..., "--image", "-i", help="The image file (PNG, JPEG, ...)."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu)."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu), or tensorrt (engines from `edgecompress build`)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="With --backend tensorrt: whose engines to run (default: the only one built)."),
     stats: bool = typer.Option(False, "--stats", help="Print timings (time to first token, decode tokens/s) after the answer."),
 ):
     """Answer a prompt about an image with a bundle (greedy decoding), streaming the answer to stdout."""
     from edgecompress_runtime import Pipeline
 
-    pipe = Pipeline.load(bundle, backend=backend)
+    pipe = Pipeline.load(bundle, backend=backend, profile=profile)
     result = pipe.generate_full(
         image, prompt, max_new_tokens=max_new_tokens, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
     )
@@ -144,16 +230,17 @@ def run(
 
 
 @app.command(
-    epilog="[b]Examples[/b]\n\n  edgecompress inspect out/tiny-llava-hired-b20\n\n  edgecompress inspect out/tiny-llava-hired-b20 --json"
+    epilog="[b]Examples[/b]\n\n  edgecompress inspect out/tiny-llava-hired-b20\n\n  edgecompress inspect out/tiny-llava-hired-b20 --json\n\n  edgecompress inspect out/tiny-llava-hired-b20 --profile jetson-orin-nano-8gb"
 )
 def inspect(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
     as_json: bool = typer.Option(False, "--json", help="Print the inspection as JSON."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Also show the memory plan on this target profile."),
 ):
-    """Show what a bundle holds: model, method, budget, graphs, the verifier's verdict and op census, file integrity."""
+    """Show what a bundle holds: model, method, budget, graphs, the verifier's verdict and op census, engines, file integrity."""
     from edgecompress.inspection import inspect_bundle, render_inspection
 
-    result = inspect_bundle(bundle)
+    result = inspect_bundle(bundle, profile)
     if as_json:
         import json
 
@@ -167,11 +254,12 @@ def inspect(
 class ListWhat(str, Enum):
     models = "models"
     methods = "methods"
+    profiles = "profiles"
 
 
-@app.command(name="list", epilog="[b]Examples[/b]\n\n  edgecompress list models\n\n  edgecompress list methods")
-def list_(what: ListWhat = typer.Argument(..., help="What to list: models or methods.")):
-    """List the built-in model recipes or the token-selection methods."""
+@app.command(name="list", epilog="[b]Examples[/b]\n\n  edgecompress list models\n\n  edgecompress list methods\n\n  edgecompress list profiles")
+def list_(what: ListWhat = typer.Argument(..., help="What to list: models, methods or profiles.")):
+    """List the built-in model recipes, token-selection methods, or target device profiles."""
     table = Table(show_edge=False, pad_edge=False)
     if what is ListWhat.models:
         from edgecompress.recipes import builtin_recipes
@@ -181,6 +269,15 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models or met
         for r in builtin_recipes().values():
             d = r.defaults
             table.add_row(r.name, ", ".join(r.aliases), r.source, f"{d.get('method')} {d.get('budget')} {d.get('precision')}", r.description)
+    elif what is ListWhat.profiles:
+        from edgecompress.engine.profiles import builtin_profiles
+
+        for col in ("profile", "backend", "SM", "memory", "precision", "prompt/output tokens", "description"):
+            table.add_column(col)
+        for p in builtin_profiles().values():
+            memory = f"{p.memory_gib:g} GiB" + (" shared" if p.shared_memory else "")
+            table.add_row(p.name, p.backend, p.compute_capability or "-", memory, p.precision,
+                          f"{p.max_prompt_tokens}/{p.max_output_tokens}", p.description)
     else:
         from edgecompress.selection.methods import METHODS
 

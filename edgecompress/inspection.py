@@ -9,7 +9,7 @@ from edgecompress.bundle import read_manifest, verify_files
 from edgecompress.errors import EdgeCompressError
 
 
-def inspect_bundle(bundle: Path) -> dict[str, Any]:
+def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
     """Re-check a bundle: file hashes against the manifest, and the verifier on every graph."""
     from edgecompress.graph.export import load_graph
     from edgecompress.graph.spec import GraphSpec, TensorSpec
@@ -35,7 +35,15 @@ def inspect_bundle(bundle: Path) -> dict[str, Any]:
             failed = {"ok": False, "checks": [], "findings": [{"check": "file", "message": str(err)}], "op_census": {}}
             graphs[name] = {"spec": entry, "verify": failed}
     ok = not file_problems and all(g["verify"]["ok"] for g in graphs.values())
-    return {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs}
+    result = {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs}
+    if profile is not None:
+        from edgecompress.engine.memory import plan_memory
+        from edgecompress.engine.profiles import load_profile
+
+        plan = plan_memory(manifest["architecture"], manifest["k"], load_profile(profile), manifest["precision"])
+        result["memory_plan"] = plan.to_dict()
+        result["memory_plan_text"] = plan.table()
+    return result
 
 
 def render_inspection(result: dict[str, Any], console) -> None:
@@ -71,3 +79,11 @@ def render_inspection(result: dict[str, Any], console) -> None:
             census.add_row(op, str(count))
         console.print("  op census:")
         console.print(census)
+    for name, record in m.get("engines", {}).items():
+        console.print(f"\n[bold]engines {name}[/bold] ({record['backend']} {record['builder_version']}, compute capability "
+                      f"{record['compute_capability']}, {record['precision']})")
+        for graph, entry in record["graphs"].items():
+            console.print(f"  {graph:8} {entry['file']}  ({len(entry['optimization_profiles'])} optimization profiles)")
+    if "memory_plan_text" in result:
+        console.print()
+        console.print(result["memory_plan_text"])

@@ -477,7 +477,9 @@ def _make_decoder_class():
             out = self.language_model(
                 inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
             )
-            logits = self.lm_head(out.last_hidden_state[:, -1:, :]).float()
+            # select (a Gather), not a [:, -1:] slice: the output is then [1, 1, vocab] for any
+            # sequence length, a static binding TensorRT can see as such.
+            logits = self.lm_head(out.last_hidden_state.select(1, -1)).float().unsqueeze(1)
             present = []
             for layer in out.past_key_values.layers:
                 present += [layer.keys, layer.values]

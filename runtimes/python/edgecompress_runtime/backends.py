@@ -88,12 +88,16 @@ class OnnxRuntimeBackend:
         return outputs[0], present
 
 
-BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda")
+BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
-def make_backend(name: str, bundle: Path, manifest: dict[str, Any], threads: int = 0) -> Backend:
+def make_backend(name: str, bundle: Path, manifest: dict[str, Any], threads: int = 0, profile: str | None = None) -> Backend:
     if name in ("onnxruntime", "onnxruntime-cpu"):
         return OnnxRuntimeBackend(bundle, manifest, "cpu", threads)
     if name == "onnxruntime-cuda":
         return OnnxRuntimeBackend(bundle, manifest, "cuda", threads)
+    if name == "tensorrt":  # tensorrt or tensorrt_rtx, whichever built the engines
+        from edgecompress_runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle, manifest, profile)
     raise EdgeCompressError(f"unknown backend {name!r}", hint=f"Available backends: {', '.join(BACKENDS)}.")

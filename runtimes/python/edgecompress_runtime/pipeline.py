@@ -41,7 +41,12 @@ class Pipeline:
         self.bundle = Path(bundle)
         self.manifest = manifest
         self.backend = backend
-        tok = manifest["tokenizer"]
+        tok = manifest.get("tokenizer")
+        if not tok:
+            raise EdgeCompressError(
+                f"bundle {bundle} has no tokenizer (it was exported with --random-weights from a checkpoint whose tokenizer is not available offline)",
+                hint="Export from a local checkpoint folder, or a built-in recipe such as tiny-llava.",
+            )
         self.tokenizer = Tokenizer.from_file(str(self.bundle / tok["file"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
@@ -54,10 +59,13 @@ class Pipeline:
         self.prompt_template = manifest["prompt_template"]
 
     @classmethod
-    def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", threads: int = 0, check_hashes: bool = True) -> "Pipeline":
+    def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
+             check_hashes: bool = True) -> "Pipeline":
+        """Open a bundle (schema and sha256 checked first) on a backend: onnxruntime (CPU),
+        onnxruntime-cuda, or tensorrt (the engines built for ``profile``)."""
         bundle = Path(bundle)
         manifest = open_bundle(bundle, check_hashes=check_hashes)
-        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads))
+        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads, profile))
 
     # -- prompt ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
