@@ -37,15 +37,6 @@ class Budget:
     k: int
     rule: str = ROUNDING_RULE
 
-    @property
-    def label(self) -> str:
-        """Short name used in default bundle names: b20 for 20%, k115 for a count."""
-        if self.kind == "count":
-            return f"k{self.k}"
-        percent = Fraction(self.rate).limit_denominator(10_000) * 100
-        text = f"{float(percent):g}".replace(".", "p")
-        return f"b{text}"
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -75,15 +75,19 @@ def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
     )
 
 
-def load_recipe_file(path: str | Path) -> Recipe:
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A user's TOML file (a recipe or a profile), with a clear error when it is absent or invalid."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgeCompressError(f"recipe file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise EdgeCompressError(f"recipe file {path} is not valid TOML: {err}") from None
-    return _recipe_from_toml(data, str(path))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise EdgeCompressError(f"{what} file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise EdgeCompressError(f"{what} file {path} is not valid TOML: {err}") from None
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    return _recipe_from_toml(read_toml(path, "recipe"), str(path))
 
 
 def data_dir(folder: str, package: str):

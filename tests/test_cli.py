@@ -109,6 +109,16 @@ def test_folder_that_is_not_a_llava_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli("export", str(tmp_path / "empty"), cwd=tmp_path)
     assert result.returncode == 2 and "has no config.json" in result.stderr
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text('{"model_type": "llava"}')
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    result = run_cli("export", str(tmp_path / "pickled"), cwd=tmp_path)
+    assert result.returncode == 2 and "has no .safetensors weights" in result.stderr
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    result = run_cli("export", str(tmp_path / "broken"), cwd=tmp_path)
+    assert result.returncode == 2 and "config.json is not a valid config" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.recipes import data_dir
+from edgecompress.recipes import data_dir, read_toml
 
 BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
 
@@ -79,14 +78,7 @@ def builtin_profiles() -> dict[str, Profile]:
 
 def load_profile(name_or_path: str) -> Profile:
     if name_or_path.endswith(".toml"):
-        path = Path(name_or_path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EdgeCompressError(f"profile file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as err:
-            raise EdgeCompressError(f"profile file {path} is not valid TOML: {err}") from None
-        return _profile_from_toml(data, str(path))
+        return _profile_from_toml(read_toml(name_or_path, "profile"), name_or_path)
     profiles = builtin_profiles()
     if name_or_path not in profiles:
         raise EdgeCompressError(

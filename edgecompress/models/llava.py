@@ -175,19 +175,25 @@ def _preprocess_from_processor_file(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def _check_llava_folder(folder: Path) -> None:
-    config = folder / "config.json"
-    if not config.exists():
-        raise EdgeCompressError(
-            f"{folder} is not a LLaVA checkpoint: it has no config.json",
-            hint="Pass a folder in the llava-hf layout (config.json, *.safetensors, tokenizer and processor files).",
-        )
-    model_type = json.loads(config.read_text()).get("model_type")
+def _check_model_type(folder: Path) -> None:
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise EdgeCompressError(f"{folder}/config.json is not a valid config ({err})") from None
     if model_type != "llava":
         raise EdgeCompressError(
             f"{folder} is not a LLaVA-1.5 checkpoint (model_type is {model_type!r}, expected 'llava')",
             hint="See `edgecompress list models` for what is supported.",
         )
+
+
+def _check_llava_folder(folder: Path) -> None:
+    if not (folder / "config.json").exists():
+        raise EdgeCompressError(
+            f"{folder} is not a LLaVA checkpoint: it has no config.json",
+            hint="Pass a folder in the llava-hf layout (config.json, *.safetensors, tokenizer and processor files).",
+        )
+    _check_model_type(folder)
     if not any(folder.glob("*.safetensors")):
         raise EdgeCompressError(
             f"{folder} has no .safetensors weights",
@@ -245,7 +251,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_pretrained(location: str, dtype, *, local: bool):
-    import torch  # noqa: F401  (imported for dtype objects by callers)
     from transformers import LlavaForConditionalGeneration
 
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
@@ -356,8 +361,8 @@ def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, 
     """Architecture and preprocessing of a folder or hub id, for --random-weights."""
     from transformers import AutoConfig
 
-    if spec.kind == "folder":
-        _check_llava_folder(Path(spec.location)) if (Path(spec.location) / "config.json").exists() else None
+    if spec.kind == "folder" and (Path(spec.location) / "config.json").exists():
+        _check_model_type(Path(spec.location))
     try:
         try:
             config = AutoConfig.from_pretrained(spec.location, trust_remote_code=False, local_files_only=True)

@@ -30,10 +30,6 @@ class Backend(Protocol):
     def empty_past(self) -> KV: ...
 
 
-def _np_dtype(name: str):
-    return np.dtype(name)
-
-
 class OnnxRuntimeBackend:
     """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA."""
 
@@ -66,8 +62,8 @@ class OnnxRuntimeBackend:
         self._layers = lm["num_layers"]
         self._kv_shape = (1, lm["num_kv_heads"], 0, lm["head_dim"])
         spec = graphs["decoder"]
-        self._embeds_dtype = _np_dtype(spec["inputs"][0]["dtype"])
-        self._kv_dtype = _np_dtype(spec["inputs"][2]["dtype"])
+        self._embeds_dtype = np.dtype(spec["inputs"][0]["dtype"])
+        self._kv_dtype = np.dtype(spec["inputs"][2]["dtype"])
         self._past_names = [t["name"] for t in spec["inputs"][2:]]
 
     def vision(self, pixel_values):
