@@ -60,7 +60,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.precision]
     spec = resolve_model(args.model)
-    adapter = load_llava(spec, dtype=dtype, random_weights=args.random_weights)
+    adapter = load_llava(spec, dtype=dtype, random_weights=args.random_weights, vision_only=True)
     size = adapter.vision_config.image_size
     pixels = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32))
 

@@ -494,7 +494,14 @@ def _make_decoder_class():
 
 
 def llava_decoder(adapter: LlavaAdapter):
-    """The PyTorch module the decoder graph is exported from."""
+    """The PyTorch module the decoder graph is exported from.
+
+    It traces the eager attention path, not sdpa: torch exports sdpa as masked MatMul-Softmax
+    plus IsNaN/Where guards over every [heads, S, S] score tensor, which made ONNX Runtime's
+    prefill 25-35% slower (benchmarks/generation.py); the eager path computes the same values
+    (to fp32 round-off) without the guards.
+    """
     if adapter.model is None:
         raise EdgeCompressError("this model was built without its language model (vision only)")
+    adapter.model.model.language_model.config._attn_implementation = "eager"
     return _make_decoder_class()(adapter).eval()
