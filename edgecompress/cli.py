@@ -251,6 +251,65 @@ def inspect(
         raise typer.Exit(1)
 
 
+dataset_app = typer.Typer(help="Generate visual-QA data sets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command(
+    "shapes",
+    epilog="[b]Examples[/b]\n\n  edgecompress dataset shapes --out data/ --count 500 --seed 1\n\n"
+           "  edgecompress dataset shapes --out data-wide/ --count 200 --width 672 --height 336",
+)
+def dataset_shapes(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write images/, train.jsonl and test.jsonl into."),
+    count: int = typer.Option(500, "--count", "-n", help="Number of images (one question each)."),
+    seed: int = typer.Option(1, "--seed", help="Random seed: the same seed writes the same data set."),
+    width: int = typer.Option(336, "--width", help="Image width in pixels."),
+    height: int = typer.Option(336, "--height", help="Image height in pixels."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of the images in test.jsonl."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing data set."),
+):
+    """Coloured shapes on textured backgrounds with one-word questions on colour, shape, count, position and presence."""
+    from edgecompress.data.shapes import generate_shapes
+
+    with console.status(f"Drawing {count} images..."):
+        splits = generate_shapes(out, count=count, seed=seed, size=(width, height), test_fraction=test_fraction, force=force)
+    out_console.print(f"Data set written to [bold]{out}[/bold]: " + ", ".join(str(p) for p in splits.values()))
+
+
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress validate out/tiny-llava-hired-b20 --dataset data/test.jsonl\n\n"
+        "  edgecompress validate out/tiny-llava-hired-b20 --dataset data/test.jsonl --limit 50\n\n"
+        "  edgecompress validate out/llava-1.5-7b-hired-b20 --dataset my-vqa.jsonl --backend tensorrt --profile rtx-4090"
+    )
+)
+def validate(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
+    dataset: Path = typer.Option(..., "--dataset", "-d", help='JSONL, one {"image", "question", "answer", "type"} object a line (image paths relative to the file).'),
+    backend: str = typer.Option("onnxruntime", "--backend", help="How the bundle runs: onnxruntime, onnxruntime-cuda or tensorrt."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="With --backend tensorrt: whose engines to run."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", min=1, help="Answer length limit (answers are one word)."),
+):
+    """Exact-match accuracy of the bundle, the pruned PyTorch pipeline and the unpruned model, per question type."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from edgecompress.validate import validate_bundle
+
+    _quiet_libraries()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("Validating", total=None)
+        summary, report = validate_bundle(
+            bundle, dataset, backend=backend, profile=profile, limit=limit, max_new_tokens=max_new_tokens,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out_console.print(report.with_suffix(".md").read_text(encoding="utf-8"))
+    out_console.print(f"Report written to [bold]{report}[/bold]")
+
+
 class ListWhat(str, Enum):
     models = "models"
     methods = "methods"

@@ -1,0 +1,192 @@
+"""`edgecompress validate`: accuracy of a bundle on a visual-QA data set, next to PyTorch.
+
+For every question it asks three pipelines and compares their normalised answers with the
+reference answer (exact match after lower-casing, collapsing whitespace and dropping trailing
+punctuation):
+
+- ``bundle``: the bundle through edgecompress_runtime (ONNX Runtime, or TensorRT engines);
+- ``pytorch_pruned``: the same checkpoint in PyTorch with the same selection method and K;
+- ``pytorch_unpruned``: the checkpoint as transformers runs it, all visual tokens.
+
+It also reports agreement (bundle vs PyTorch pruned: does the export change answers;
+pruned vs unpruned: does pruning). Rows are appended to
+``BUNDLE/reports/validate-<timestamp>.jsonl`` as they are computed, so an interrupted run loses
+nothing already written; the summary goes to ``validate-<timestamp>.json`` (top-level
+``"accuracy"`` is the bundle's) and ``.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgecompress.bundle import write_json
+from edgecompress.errors import EdgeCompressError
+from edgecompress_runtime.bundle import open_bundle
+
+PIPELINES = ("bundle", "pytorch_pruned", "pytorch_unpruned")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    question: str
+    answer: str
+    type: str
+    line: int
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"[.!?,;:]+$", "", " ".join(text.lower().split()))
+
+
+def load_dataset(path: str | Path, limit: int | None = None) -> list[Sample]:
+    """Samples of a JSONL data set, each line checked; image paths are relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeCompressError(f"data set {path} does not exist", hint="Create one with: edgecompress dataset shapes --out data/")
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise EdgeCompressError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("image", "question", "answer")):
+                raise EdgeCompressError(
+                    f"{path}:{number} must be an object with string fields image, question and answer",
+                    hint='Example: {"image": "images/00001.png", "question": "What colour is the circle?", "answer": "red", "type": "colour"}',
+                )
+            image = (path.parent / row["image"]).resolve()
+            if not image.is_file():
+                raise EdgeCompressError(f"{path}:{number}: image {row['image']} does not exist (looked in {image.parent})")
+            samples.append(Sample(image, row["question"], row["answer"], str(row.get("type", "other")), number))
+            if limit is not None and len(samples) >= limit:
+                break
+    if not samples:
+        raise EdgeCompressError(f"data set {path} has no questions")
+    return samples
+
+
+class TorchPipelines:
+    """The bundle's checkpoint in PyTorch, pruned as the bundle is and unpruned."""
+
+    def __init__(self, manifest: dict[str, Any]):
+        import torch
+        from transformers import AutoProcessor
+
+        from edgecompress.models.llava import load_llava, pruned_vision
+        from edgecompress.recipes import resolve_model
+        from edgecompress.selection.methods import get_method
+
+        source = manifest["source"]
+        model = manifest["recipe"]["name"] if source["kind"] == "recipe" else source["location"]
+        dtype = {"fp32": torch.float32, "fp16": torch.float16}[manifest["precision"]]
+        self.adapter = load_llava(resolve_model(model), dtype=dtype, random_weights=bool(manifest.get("random_weights")))
+        if self.adapter.text_source is None:
+            raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
+        self.processor = AutoProcessor.from_pretrained(self.adapter.text_source)
+        self.vision = pruned_vision(self.adapter, get_method(manifest["method"]), manifest["k"])
+
+    def answer(self, image, question: str, max_new_tokens: int) -> tuple[str, str]:
+        from edgecompress.reference import pruned_generate, transformers_generate
+        from edgecompress_runtime.preprocess import load_image
+
+        image = load_image(image)  # as the runtime opens it: EXIF orientation applied
+        decode = self.processor.tokenizer.decode
+        pruned = pruned_generate(self.adapter.model, self.processor, self.vision, image, question, max_new_tokens)
+        full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
+        return decode(pruned.token_ids, skip_special_tokens=True), decode(full.token_ids, skip_special_tokens=True)
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def accuracy(subset, pipeline):
+        return sum(r["correct"][pipeline] for r in subset) / len(subset)
+
+    by_type: dict[str, list] = defaultdict(list)
+    for row in rows:
+        by_type[row["type"]].append(row)
+    return {
+        "questions": len(rows),
+        "accuracy": accuracy(rows, "bundle"),
+        "accuracies": {p: accuracy(rows, p) for p in PIPELINES},
+        "agreement": {
+            "bundle_vs_pytorch_pruned": sum(r["answers"]["bundle"] == r["answers"]["pytorch_pruned"] for r in rows) / len(rows),
+            "pytorch_pruned_vs_unpruned": sum(r["answers"]["pytorch_pruned"] == r["answers"]["pytorch_unpruned"] for r in rows) / len(rows),
+        },
+        "by_type": {t: {"questions": len(s), **{p: accuracy(s, p) for p in PIPELINES}} for t, s in sorted(by_type.items())},
+    }
+
+
+def markdown(summary: dict[str, Any], manifest: dict[str, Any], dataset: str, backend: str) -> str:
+    lines = [
+        f"# validate: {manifest['recipe']['name']} {manifest['method']} K={manifest['k']} ({manifest['precision']})",
+        "",
+        f"data set `{dataset}`, {summary['questions']} questions, bundle backend `{backend}`",
+        "",
+        "| type | questions | bundle | PyTorch pruned | PyTorch unpruned |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, entry in summary["by_type"].items():
+        lines.append(f"| {kind} | {entry['questions']} | " + " | ".join(f"{entry[p]:.1%}" for p in PIPELINES) + " |")
+    lines.append(f"| **all** | {summary['questions']} | " + " | ".join(f"{summary['accuracies'][p]:.1%}" for p in PIPELINES) + " |")
+    a = summary["agreement"]
+    lines += ["", f"answer agreement: bundle vs PyTorch pruned {a['bundle_vs_pytorch_pruned']:.1%}, "
+              f"PyTorch pruned vs unpruned {a['pytorch_pruned_vs_unpruned']:.1%}", ""]
+    return "\n".join(lines)
+
+
+def validate_bundle(
+    bundle: str | Path,
+    dataset: str | Path,
+    *,
+    backend: str = "onnxruntime",
+    profile: str | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Run the three pipelines on the data set; returns the summary and the report's path."""
+    from edgecompress_runtime import Pipeline
+
+    bundle = Path(bundle)
+    manifest = open_bundle(bundle)
+    samples = load_dataset(dataset, limit)
+    pipe = Pipeline.load(bundle, backend=backend, profile=profile, check_hashes=False)  # checked just above
+    torch_pipes = TorchPipelines(manifest)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    reports = bundle / "reports"
+    reports.mkdir(exist_ok=True)
+    rows_path = reports / f"validate-{stamp}.jsonl"
+    rows = []
+    with open(rows_path, "a", encoding="utf-8") as out:
+        for index, sample in enumerate(samples):
+            bundle_answer = pipe.generate(sample.image, sample.question, max_new_tokens=max_new_tokens)
+            pruned, unpruned = torch_pipes.answer(sample.image, sample.question, max_new_tokens)
+            answers = {"bundle": normalise(bundle_answer), "pytorch_pruned": normalise(pruned), "pytorch_unpruned": normalise(unpruned)}
+            expected = normalise(sample.answer)
+            row = {
+                "line": sample.line, "image": str(sample.image), "question": sample.question, "type": sample.type,
+                "expected": expected, "answers": answers, "correct": {p: answers[p] == expected for p in PIPELINES},
+            }
+            rows.append(row)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            if on_progress:
+                on_progress(index + 1, len(samples))
+    summary = {
+        "bundle": str(bundle), "dataset": str(dataset), "backend": pipe.backend.name, "method": manifest["method"],
+        "k": manifest["k"], "precision": manifest["precision"], "max_new_tokens": max_new_tokens,
+        **summarise(rows), "rows": rows_path.name,
+    }
+    report = reports / f"validate-{stamp}.json"
+    write_json(report, summary)
+    (reports / f"validate-{stamp}.md").write_text(markdown(summary, manifest, str(dataset), pipe.backend.name), encoding="utf-8")
+    return summary, report
