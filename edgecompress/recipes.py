@@ -92,9 +92,9 @@ def load_recipe_file(path: str | Path) -> Recipe:
 
 def data_dir(folder: str, package: str):
     """A shipped data folder: the repository's own in a source checkout, else the wheel's copy."""
-    checkout = Path(__file__).resolve().parents[1] / folder
-    if checkout.is_dir():
-        return checkout
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / folder).is_dir():  # a source checkout
+        return root / folder
     return resources.files(package)
 
 

@@ -31,3 +31,13 @@ def ordered_gather(features: torch.Tensor, indices: torch.Tensor) -> torch.Tenso
     """Rows of ``features`` [B, N, D] at ``indices`` [B, K] -> [B, K, D], in index order."""
     index = indices.unsqueeze(-1).expand(-1, -1, features.shape[-1])
     return torch.gather(features, 1, index)
+
+
+def descending_rank(scores: torch.Tensor) -> torch.Tensor:
+    """rank[..., j] = place of element j when the last axis is sorted best first (0 = best).
+
+    Two constant-size TopKs: the first orders the elements, the second inverts that permutation.
+    """
+    n = scores.shape[-1]
+    order = torch.topk(scores, n, dim=-1, largest=True, sorted=True).indices
+    return torch.topk(order, n, dim=-1, largest=False, sorted=True).indices

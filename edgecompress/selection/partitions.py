@@ -1,0 +1,130 @@
+"""HiRED's per-partition budget (LLaVA-NeXT anyres), as math on tensors.
+
+LLaVA-NeXT encodes a base image plus a grid of G = grid_h x grid_w tiles, N tokens each. HiRED
+(hasanar1f/HiRED, ``HiRED_token_selection``) splits a total budget between the base image
+(``alpha``) and the tiles, and between tiles in proportion to where the base image's layer-0 CLS
+attention concentrates. The per-tile counts depend on the image, so as published the selection
+is not shape-static; :func:`quota_select` lowers it to one constant-K selection.
+
+Two allocation modes:
+
+- ``reference``: the authors' code exactly: the top floor(N (1 - alpha)) base tokens by layer-0
+  score are counted in *row bands* (the N-token raster reshaped to (grid_h, grid_w, -1)), and each
+  tile's share ``int(ratio * sub_total)`` is truncated, so the shares can sum to less than the
+  budget.
+- ``grid`` (default): counts in the true 2D region of the base image each tile covers, and
+  largest-remainder rounding (with a cap of N per tile, the excess passed on) so the shares sum
+  exactly to ``sub_total``: the kept-token count is the same for every image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from edgecompress.lowering.primitives import constant_topk, descending_rank, raster_order
+
+
+class PartitionBudget(NamedTuple):
+    total: int
+    base_k: int
+    sub_total: int
+
+
+def partition_budget(num_tiles: int, n: int, rate: float, alpha: float) -> PartitionBudget:
+    """METHODS.md: total = floor(P N rate), base_k = min(floor(total alpha), N), sub_total = min(total - base_k, G N)."""
+    total = math.floor((num_tiles + 1) * n * rate)
+    base_k = min(math.floor(total * alpha), n)
+    return PartitionBudget(total, base_k, min(total - base_k, num_tiles * n))
+
+
+def spatial_mask(base_layer0: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
+    """The base image's top floor(N (1 - alpha)) tokens by layer-0 CLS score, as 0/1 floats [N]."""
+    return (descending_rank(base_layer0) < int(n * (1 - alpha))).float()
+
+
+def region_counts(spatial: torch.Tensor, grid: tuple[int, int], side: int, mode: str) -> torch.Tensor:
+    """How many of the spatial tokens fall in each tile's region of the base image, [G] (row-major tiles)."""
+    grid_h, grid_w = grid
+    if mode == "reference":  # contiguous row bands of the raster, as the authors reshape it
+        return spatial.reshape(grid_h, grid_w, -1).sum(-1).reshape(-1)
+    square = spatial.reshape(side, side)
+    rows = [side * r // grid_h for r in range(grid_h + 1)]
+    cols = [side * c // grid_w for c in range(grid_w + 1)]
+    return torch.stack([
+        square[rows[r]:rows[r + 1], cols[c]:cols[c + 1]].sum() for r in range(grid_h) for c in range(grid_w)
+    ])
+
+
+_FRACTION_STEPS = 1 << 20  # remainders compared at 2^-20 resolution, then by index: no ties
+
+
+def largest_remainder(weights: torch.Tensor, total: int, cap: int) -> torch.Tensor:
+    """Integers proportional to ``weights`` [G] summing exactly to ``total``, each at most ``cap``.
+
+    Largest-remainder (Hamilton) rounding: floor every exact share, then give the units left
+    over to the largest remainders (ties to the lower index). A share over ``cap`` is clamped and
+    its excess shared among the others in proportion; at most G rounds, unrolled, so the whole
+    computation is tensor ops of fixed shape and exports as a static graph. Equal shares when
+    every weight is zero.
+    """
+    count = weights.numel()
+    if total > count * cap:
+        raise ValueError(f"{total} does not fit {count} parts of at most {cap}")
+    weights = weights.float().clamp(min=0)
+    weights = torch.where(weights.sum() > 0, weights, torch.ones_like(weights))
+    index = torch.arange(count, dtype=torch.int64)
+    quotas = torch.zeros(count, dtype=torch.int64)
+    open_ = torch.ones(count, dtype=torch.bool)
+    for _ in range(count):
+        remaining = (total - quotas.sum()).float()
+        share = torch.where(open_, weights, torch.zeros_like(weights))
+        share = torch.where(share.sum() > 0, share, open_.float())
+        exact = share / share.sum().clamp(min=1e-30) * remaining
+        floor = exact.floor()
+        left = (remaining - floor.sum()).round().long()
+        fraction = ((exact - floor) * _FRACTION_STEPS).floor().long()
+        key = torch.where(open_, fraction, torch.full_like(fraction, -1)) * count + (count - 1 - index)
+        proposal = quotas + floor.long() + (descending_rank(key) < left).long()
+        over = proposal > cap
+        any_over = over.any()
+        quotas = torch.where(over, torch.full_like(quotas, cap), torch.where(any_over, quotas, proposal))
+        open_ = open_ & ~over
+    return quotas
+
+
+def tile_quotas(base_layer0: torch.Tensor, grid: tuple[int, int], n: int, alpha: float, sub_total: int,
+                mode: str = "grid") -> torch.Tensor:
+    """Tokens each tile keeps, [G] int64 (row-major tiles). ``grid`` mode is tensor-only (exportable)."""
+    if mode not in ("grid", "reference"):
+        raise ValueError(f"allocation mode must be 'grid' or 'reference', not {mode!r}")
+    spatial = spatial_mask(base_layer0.float(), n, alpha)
+    counts = region_counts(spatial, grid, math.isqrt(n), mode)
+    if mode == "reference":
+        ratio = counts / counts.sum()
+        return (ratio * sub_total).int().long().clamp(max=n)
+    return largest_remainder(counts, sub_total, n)
+
+
+def quota_select(scores: torch.Tensor, quotas: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-partition top-k as one constant-K selection: flat kept positions [k], ascending.
+
+    ``scores`` [G, N]: each partition's token scores; ``quotas`` [G]: how many each keeps (a
+    tensor, possibly computed in the graph, summing to ``k``). Shape-stable lowering:
+
+    1. rank within partition: a constant-N TopK gives each partition's order, and a second
+       constant-N TopK over that order inverts it (rank[g, j] = place of token j in partition g);
+    2. keep[g, j] = rank[g, j] < quotas[g];
+    3. one constant-K TopK over an order-preserving priority (kept tokens first, earlier flat
+       positions higher), sorted back to ascending order.
+
+    No NonZero, no boolean indexing: every shape is fixed by G, N and k.
+    """
+    groups, n = scores.shape
+    keep = descending_rank(scores) < quotas.to(torch.int64).unsqueeze(-1)  # [G, N]
+    flat = keep.reshape(-1)
+    position = torch.arange(groups * n, dtype=torch.int64)
+    priority = flat.to(torch.int64) * (groups * n) + (groups * n - 1 - position)
+    return raster_order(constant_topk(priority, k))
