@@ -143,6 +143,16 @@ def markdown(summary: dict[str, Any], manifest: dict[str, Any], dataset: str, ba
     return "\n".join(lines)
 
 
+def _new_report_name(reports: Path) -> tuple[str, Path]:
+    """validate-<timestamp>[-n]: unique even for runs started within the same second."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = stamp, 1
+    while any((reports / f"validate-{candidate}{ext}").exists() for ext in (".jsonl", ".json", ".md")):
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate, reports / f"validate-{candidate}.jsonl"
+
+
 def validate_bundle(
     bundle: str | Path,
     dataset: str | Path,
@@ -161,12 +171,11 @@ def validate_bundle(
     samples = load_dataset(dataset, limit)
     pipe = Pipeline.load(bundle, backend=backend, profile=profile, check_hashes=False)  # checked just above
     torch_pipes = TorchPipelines(manifest)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     reports = bundle / "reports"
     reports.mkdir(exist_ok=True)
-    rows_path = reports / f"validate-{stamp}.jsonl"
+    stamp, rows_path = _new_report_name(reports)
     rows = []
-    with open(rows_path, "a", encoding="utf-8") as out:
+    with open(rows_path, "x", encoding="utf-8") as out:  # "x": never append to another run's rows
         for index, sample in enumerate(samples):
             bundle_answer = pipe.generate(sample.image, sample.question, max_new_tokens=max_new_tokens)
             pruned, unpruned = torch_pipes.answer(sample.image, sample.question, max_new_tokens)

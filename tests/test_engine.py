@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +16,8 @@ from edgecompress.engine.profiles import builtin_profiles, load_profile
 from edgecompress.errors import EdgeCompressError
 from edgecompress.recipes import resolve_model
 from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 try:
     import tensorrt_rtx  # noqa: F401
@@ -151,12 +154,12 @@ def test_build_refusals(fp16_bundle, tmp_path):
     with pytest.raises(EdgeCompressError, match="there are no engines to build"):
         build_engines(fp16_bundle, load_profile("cpu"))
     sm90 = tmp_path / "sm90.toml"
-    sm90.write_text((load_profile("rtx-4090").path and open("profiles/rtx-4090.toml").read())
-                    .replace('name = "rtx-4090"', 'name = "sm90-rtx"').replace('"8.9"', '"9.0"'))
+    rtx_4090 = (REPO / "profiles" / "rtx-4090.toml").read_text()
+    sm90.write_text(rtx_4090.replace('name = "rtx-4090"', 'name = "sm90-rtx"').replace('"8.9"', '"9.0"'))
     with pytest.raises(EdgeCompressError, match=r"cannot target compute capability 9.0 \(SM90\)"):
         build_engines(fp16_bundle, load_profile(str(sm90)), force=True)
     small = tmp_path / "small.toml"
-    small.write_text(open("profiles/rtx-4090.toml").read().replace('name = "rtx-4090"', 'name = "small"')
+    small.write_text(rtx_4090.replace('name = "rtx-4090"', 'name = "small"')
                      .replace("memory_gib = 24.0", "memory_gib = 2.0"))
     with pytest.raises(EdgeCompressError, match=r"does not fit small: it needs \d+\.\d\d GiB of 2.00 GiB"):
         build_engines(fp16_bundle, load_profile(str(small)))
@@ -226,7 +229,7 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
     bundle = export_bundle("tiny-llava", precision="fp16", out=tmp_path / "gpu")
     cc = local_compute_capability()
     backend = "tensorrt" if HAVE_TRT else "tensorrt-rtx"
-    text = open("profiles/rtx-4090.toml").read().replace('"8.9"', f'"{cc}"').replace('"tensorrt-rtx"', f'"{backend}"')
+    text = (REPO / "profiles" / "rtx-4090.toml").read_text().replace('"8.9"', f'"{cc}"').replace('"tensorrt-rtx"', f'"{backend}"')
     (tmp_path / "here.toml").write_text(text.replace('name = "rtx-4090"', 'name = "here"'))
     build_engines(bundle, load_profile(str(tmp_path / "here.toml")))
     trt_result = Pipeline.load(bundle, backend="tensorrt").generate_full(images["scene"], "What is this?", max_new_tokens=8)

@@ -102,3 +102,12 @@ def test_cli_dataset_and_validate(tmp_path, bundles):
     assert "PyTorch unpruned" in result.stdout and "| **all** | 4 |" in result.stdout
     result = run_cli("validate", str(bundles["none-fp32"]), "--dataset", str(tmp_path / "nope.jsonl"))
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_names_are_never_reused(tmp_path):
+    from edgecompress.validate import _new_report_name
+
+    stamp, first = _new_report_name(tmp_path)
+    first.write_text("")
+    _, second = _new_report_name(tmp_path)
+    assert second != first and second.name.startswith(f"validate-{stamp}")
