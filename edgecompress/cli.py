@@ -97,7 +97,7 @@ def export(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle (only once the new one is complete)."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Build the recipe's architecture with seeded random weights instead of loading a checkpoint (no download)."),
     vision_only: bool = typer.Option(False, "--vision-only", help="Export the vision graph only (no decoder, embeddings or tokenizer; the bundle cannot `run`)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Then build engines for this target profile, where its TensorRT backend is installed (edgecompress list profiles)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Export for this target profile (its precision unless --precision is given), then build its engines where its TensorRT backend is installed (edgecompress list profiles)."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -109,6 +109,7 @@ def export(
         from edgecompress.engine.profiles import load_profile
 
         target = load_profile(profile)  # an unknown profile fails before the export, not after
+        precision = precision or target.precision  # export for the device: its precision unless told
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, steps=RichSteps(),

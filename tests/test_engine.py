@@ -240,9 +240,11 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
 
 @needs_rtx
 def test_cli_build_and_export_with_profile(tmp_path, tiny_checkpoint):
-    result = run_cli("export", "tiny-llava", "--precision", "fp16", "--profile", "rtx-4090", cwd=tmp_path)
+    result = run_cli("export", "tiny-llava", "--profile", "rtx-4090", cwd=tmp_path)  # fp16: the profile's precision
     assert result.returncode == 0, result.stderr
     bundle = tmp_path / "out" / "tiny-llava-hired-b20"
+    assert json.loads((bundle / "manifest.json").read_text())["precision"] == "fp16"
+    assert "note:" not in result.stderr
     assert (bundle / "engines" / "rtx-4090" / "decoder.engine").exists()
     assert "Engines written to" in result.stdout
     result = run_cli("build", str(bundle), "--profile", "rtx-3060-12gb")
@@ -258,3 +260,5 @@ def test_cli_plan_exits_1_when_it_does_not_fit():
     assert result.returncode == 1 and "DOES NOT FIT" in result.stdout and "use a smaller model" in result.stdout
     result = run_cli("plan", "llava", "--budget", "20%", "--profile", "rtx-4090")
     assert result.returncode == 0 and "fits" in result.stdout
+    result = run_cli("plan", "llava", "--profile", "rtx-4090", "--precision", "int8")
+    assert result.returncode == 2 and "unknown precision 'int8'" in result.stderr and "Traceback" not in result.stderr

@@ -110,6 +110,8 @@ def _activations(architecture: dict[str, Any], prefill: int, nbytes: int) -> flo
 def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precision: str | None = None,
                 counts: dict[str, int] | None = None) -> MemoryPlan:
     precision = precision or profile.precision
+    if precision not in BYTES:
+        raise EdgeCompressError(f"unknown precision {precision!r}", hint="Use fp16 or fp32.")
     nbytes = BYTES[precision]
     counts = counts or parameter_counts(architecture)
     text = architecture["text_config"]
