@@ -97,12 +97,13 @@ def export_bundle(
         adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
     selection = get_method(method)
     resolved = resolve_budget(budget, adapter.num_patches)
-    graph_spec = llava_vision_spec(adapter.vision_config.image_size, resolved.k, adapter.projected_dim, precision)
-    module = pruned_vision(adapter, selection, resolved.k)
+    k = selection.output_k(resolved.k, adapter.grid)  # what the graph emits; pool rounds to its grid
+    graph_spec = llava_vision_spec(adapter.vision_config.image_size, k, adapter.projected_dim, precision)
+    module = pruned_vision(adapter, selection, k)
 
     graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
-        with steps.step("export", f"Exporting vision graph (K={resolved.k} of {resolved.n}, {precision})"):
+        with steps.step("export", f"Exporting vision graph (K={k} of {resolved.n}, {precision})"):
             size = adapter.vision_config.image_size
             example = (torch.rand(1, 3, size, size),)
             files = export_onnx(module, example, graph_spec, writer.staging / "vision.onnx")
@@ -122,9 +123,9 @@ def export_bundle(
             with steps.step("verify-decoder", "Verifying decoder graph"):
                 graphs["decoder"] = verified_entry(writer.staging, files, decoder_spec)
             with steps.step("assets", "Writing token embeddings and tokenizer"):
-                text = write_text_assets(adapter, writer.staging, resolved.k, dtype)
+                text = write_text_assets(adapter, writer.staging, k, dtype)
         with steps.step("write", f"Writing bundle {out}"):
-            writer.manifest = build_manifest(spec, adapter, selection.name, resolved, precision, graphs, text, random_weights)
+            writer.manifest = build_manifest(spec, adapter, selection, resolved, k, precision, graphs, text, random_weights)
     return out
 
 
@@ -191,7 +192,19 @@ def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
     }
 
 
-def build_manifest(spec, adapter, method, resolved, precision, graphs, text, random_weights) -> dict[str, Any]:
+def method_details(selection, budget_k: int, k: int, side: int) -> dict[str, Any]:
+    from edgecompress.selection.methods import RANDOM_SEED, pool_grid
+
+    details: dict[str, Any] = {"summary": selection.summary}
+    if selection.kind == "fixed":
+        details["seed"] = RANDOM_SEED
+    if selection.kind == "pool":
+        details["grid"] = list(pool_grid(budget_k, side))
+        details["rule"] = f"largest h x w <= K with |h - w| <= 1: {budget_k} -> {k} tokens"
+    return details
+
+
+def build_manifest(spec, adapter, selection, resolved, k, precision, graphs, text, random_weights) -> dict[str, Any]:
     recipe = spec.recipe.to_dict() if spec.recipe else {"name": spec.name, "family": adapter.family, "source": spec.location}
     recipe.pop("config", None)  # the architecture is recorded below, from the loaded model
     return {
@@ -203,11 +216,12 @@ def build_manifest(spec, adapter, method, resolved, precision, graphs, text, ran
         "random_weights": random_weights,
         "model": adapter.describe(),
         "architecture": adapter.config.to_dict(),
-        "method": method,
+        "method": selection.name,
+        "method_details": method_details(selection, resolved.k, k, adapter.grid),
         "precision": precision,
         "budget": resolved.to_dict(),
         "n": resolved.n,
-        "k": resolved.k,
+        "k": k,
         "token_order": "raster (ascending patch index), selected before the projector",
         "preprocess": {**adapter.preprocess, "image_size": adapter.vision_config.image_size},
         "prompt_template": adapter.prompt_template,

@@ -389,7 +389,7 @@ def _make_pruned_vision_class():
 
     from edgecompress.lowering.primitives import ordered_gather
     from edgecompress.selection.attention import cls_attention
-    from edgecompress.selection.methods import SelectionMethod, keep_all
+    from edgecompress.selection.methods import SelectionMethod, keep_all, pool_grid, pool_matrix, random_positions
 
     class LlavaPrunedVision(nn.Module):
         """pixel values [B,3,S,S] -> (K projected image embeddings [B,K,D], kept patch indices [B,K]).
@@ -413,6 +413,15 @@ def _make_pruned_vision_class():
             self.projector = adapter.projector
             self.method = method
             self.k = k
+            side = adapter.grid
+            if method.kind == "fixed":
+                self.register_buffer("fixed_indices", random_positions(adapter.num_patches, k)[None], persistent=False)
+            if method.kind == "pool":
+                matrix, centres = pool_matrix(side, pool_grid(k, side))
+                if matrix.shape[0] != k:
+                    raise ValueError(f"pool emits {matrix.shape[0]} tokens for K={k}: pass method.output_k(K)")
+                self.register_buffer("pool_weights", matrix, persistent=False)
+                self.register_buffer("pool_centres", centres[None], persistent=False)
             self.num_patches = adapter.num_patches
             self.num_heads = adapter.vision_config.num_attention_heads
             self.dtype = next(tower.parameters()).dtype
@@ -436,10 +445,16 @@ def _make_pruned_vision_class():
 
         def forward(self, pixel_values: torch.Tensor):
             features, attn = self.encode(pixel_values)
-            if self.method.keeps_all:
-                indices = keep_all(self.num_patches, features.shape[0]).to(features.device)
-                return self.projector(features), indices
-            indices = self.method.select(attn, self.k)
+            batch = features.shape[0]
+            if self.method.kind == "all":
+                return self.projector(features), keep_all(self.num_patches, batch).to(features.device)
+            if self.method.kind == "pool":  # a constant averaging matrix: one MatMul, static
+                pooled = torch.matmul(self.pool_weights.to(features.dtype), features)
+                return self.projector(pooled), self.pool_centres.expand(batch, -1)
+            if self.method.kind == "fixed":
+                indices = self.fixed_indices.expand(batch, -1)
+            else:
+                indices = self.method.select(attn, self.k)
             return self.projector(ordered_gather(features, indices)), indices
 
     return LlavaPrunedVision
