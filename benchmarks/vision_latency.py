@@ -50,6 +50,7 @@ def main() -> int:
 
     from edgecompress import export_bundle
     from edgecompress.budget import resolve_budget
+    from edgecompress.graph.spec import torch_dtype
     from edgecompress.models.llava import load_llava, pruned_vision
     from edgecompress.recipes import resolve_model
     from edgecompress.selection.methods import get_method
@@ -58,7 +59,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.precision]
+    dtype = torch_dtype(args.precision)
     spec = resolve_model(args.model)
     adapter = load_llava(spec, dtype=dtype, random_weights=args.random_weights, vision_only=True)
     size = adapter.vision_config.image_size

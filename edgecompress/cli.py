@@ -116,7 +116,8 @@ def export(
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:
-        from edgecompress.engine.builder import MODULES, build_engines
+        from edgecompress.engine.builder import build_engines
+        from edgecompress_runtime.tensorrt_backend import MODULES
 
         try:
             __import__(MODULES[target.backend])

@@ -15,7 +15,7 @@ from edgecompress import __version__
 from edgecompress.budget import parse_budget, resolve_budget
 from edgecompress.bundle import SCHEMA_VERSION, BundleWriter, check_destination
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import PRECISION_DTYPES, llava_decoder_spec, llava_vision_spec
+from edgecompress.graph.spec import PRECISION_DTYPES, llava_decoder_spec, llava_vision_spec, torch_dtype
 from edgecompress.recipes import ModelSpec, resolve_model
 from edgecompress.selection.methods import get_method
 from edgecompress.steps import Steps
@@ -91,7 +91,7 @@ def export_bundle(
     method, budget, precision = resolve_options(spec, method, budget, precision)
     out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
     check_destination(out, force)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+    dtype = torch_dtype(precision)
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
         adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)

@@ -79,8 +79,9 @@ class TorchPipelines:
     """The bundle's checkpoint in PyTorch, pruned as the bundle is and unpruned."""
 
     def __init__(self, manifest: dict[str, Any]):
-        import torch
         from transformers import AutoProcessor
+
+        from edgecompress.graph.spec import torch_dtype
 
         from edgecompress.models.llava import load_llava, pruned_vision
         from edgecompress.recipes import resolve_model
@@ -88,7 +89,7 @@ class TorchPipelines:
 
         source = manifest["source"]
         model = manifest["recipe"]["name"] if source["kind"] == "recipe" else source["location"]
-        dtype = {"fp32": torch.float32, "fp16": torch.float16}[manifest["precision"]]
+        dtype = torch_dtype(manifest["precision"])
         self.adapter = load_llava(resolve_model(model), dtype=dtype, random_weights=bool(manifest.get("random_weights")))
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")

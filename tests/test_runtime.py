@@ -9,7 +9,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from edgecompress.models.llava import pruned_vision

@@ -1,7 +1,6 @@
 """The verifier rejects what TensorRT or a static budget cannot take. Graphs are built by hand."""
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgecompress.graph.spec import GraphSpec, TensorSpec

@@ -29,16 +29,7 @@ from edgecompress.engine.profiles import Profile
 from edgecompress.errors import EdgeCompressError
 from edgecompress.steps import Steps
 from edgecompress_runtime.bundle import open_bundle
-
-INSTALL_HINTS = {
-    "tensorrt-rtx": "pip install tensorrt-rtx  (TensorRT for RTX: builds for RTX GPUs, also on a machine with no GPU)",
-    "tensorrt": (
-        "On Jetson, TensorRT comes with JetPack (sudo apt install nvidia-jetpack; use the system Python or a venv "
-        "with --system-site-packages). On x86_64: pip install tensorrt --extra-index-url https://pypi.nvidia.com"
-    ),
-}
-MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
-
+from edgecompress_runtime.tensorrt_backend import INSTALL, MODULES
 
 def import_backend(backend: str):
     """The TensorRT module for a profile's backend, or a clear error saying what to install."""
@@ -47,7 +38,7 @@ def import_backend(backend: str):
     try:
         return importlib.import_module(MODULES[backend])
     except ImportError:
-        raise EdgeCompressError(f"the {backend} backend is not installed (no module {MODULES[backend]!r})", hint=INSTALL_HINTS[backend]) from None
+        raise EdgeCompressError(f"the {backend} backend is not installed (no module {MODULES[backend]!r})", hint=INSTALL[backend]) from None
 
 
 def local_compute_capability() -> str | None:

@@ -41,6 +41,13 @@ class GraphSpec:
 PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
+def torch_dtype(precision: str):
+    """The torch dtype of a precision (torch.float32 / torch.float16), from PRECISION_DTYPES."""
+    import torch
+
+    return getattr(torch, PRECISION_DTYPES[precision])
+
+
 def llava_vision_spec(image_size: int, k: int, projected_dim: int, precision: str) -> GraphSpec:
     """LLaVA-1.5 vision graph: one 336-px image in (fp32 pixels), K projected embeddings out.
 

@@ -1,5 +1,8 @@
 """LLaVA-1.5 adapter: load a llava-hf checkpoint and expose the parts the compiler needs.
 
+(Imports torch and transformers: import this module only where they are needed, as the
+compiler, `validate` and the benchmarks do.)
+
 Every family adapter exposes the same parts: the vision tower, the encoder layer whose CLS
 attention a selector reads, the projector, preprocessing parameters, the prompt template and
 the image-token id. Loading goes through transformers' ``from_pretrained`` (hub id or local
@@ -13,8 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+from transformers import DynamicCache
+
 from edgecompress.errors import EdgeCompressError
+from edgecompress.lowering.primitives import ordered_gather
 from edgecompress.recipes import ModelSpec, Recipe
+from edgecompress.selection.attention import cls_attention
+from edgecompress.selection.methods import SelectionMethod, keep_all, pool_grid, pool_matrix, random_positions
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -270,7 +280,6 @@ def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: 
     needs). Otherwise the whole model is built directly in ``dtype`` (a 7B model initialised in
     fp32 first would need 28 GB of host memory).
     """
-    import torch
     from transformers import CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
@@ -380,132 +389,109 @@ def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, 
     return config.to_dict(), preprocess or {}
 
 
-# -- the pruned vision path: where a selection method is wired into LLaVA --------------------
+# -- the pruned vision path and the decoder: where a selection method is wired into LLaVA ------
 
 
-def _make_pruned_vision_class():
-    import torch
-    from torch import nn
+class LlavaPrunedVision(nn.Module):
+    """pixel values [B,3,S,S] -> (K projected image embeddings [B,K,D], kept patch indices [B,K]).
 
-    from edgecompress.lowering.primitives import ordered_gather
-    from edgecompress.selection.attention import cls_attention
-    from edgecompress.selection.methods import SelectionMethod, keep_all, pool_grid, pool_matrix, random_positions
+    Runs the vision tower only up to the feature layer (the layers after it do not
+    change LLaVA's output), scores patches with that layer's CLS attention in fp32,
+    keeps K of them in raster order before the projector (the projector is per token,
+    so pruning first is equivalent and cheaper), then projects.
+    """
 
-    class LlavaPrunedVision(nn.Module):
-        """pixel values [B,3,S,S] -> (K projected image embeddings [B,K,D], kept patch indices [B,K]).
-
-        Runs the vision tower only up to the feature layer (the layers after it do not
-        change LLaVA's output), scores patches with that layer's CLS attention in fp32,
-        keeps K of them in raster order before the projector (the projector is per token,
-        so pruning first is equivalent and cheaper), then projects.
-        """
-
-        def __init__(self, adapter: LlavaAdapter, method: SelectionMethod, k: int):
-            super().__init__()
-            if adapter.config.vision_feature_select_strategy != "default":
-                raise EdgeCompressError(
-                    "vision_feature_select_strategy='full' (CLS kept as a feature) is not supported yet"
-                )
-            tower = adapter.vision_tower
-            self.embeddings = tower.embeddings
-            self.pre_layrnorm = tower.pre_layrnorm
-            self.layers = nn.ModuleList(tower.encoder.layers[: adapter.feature_layer + 1])
-            self.projector = adapter.projector
-            self.method = method
-            self.k = k
-            side = adapter.grid
-            if method.kind == "fixed":
-                self.register_buffer("fixed_indices", random_positions(adapter.num_patches, k)[None], persistent=False)
-            if method.kind == "pool":
-                matrix, centres = pool_matrix(side, pool_grid(k, side))
-                if matrix.shape[0] != k:
-                    raise ValueError(f"pool emits {matrix.shape[0]} tokens for K={k}: pass method.output_k(K)")
-                self.register_buffer("pool_weights", matrix, persistent=False)
-                self.register_buffer("pool_centres", centres[None], persistent=False)
-            self.num_patches = adapter.num_patches
-            self.num_heads = adapter.vision_config.num_attention_heads
-            self.dtype = next(tower.parameters()).dtype
-
-        def encode(self, pixel_values: torch.Tensor):
-            """Patch features of the feature layer [B,N,D] and its per-head CLS attention [B,H,N] (fp32)."""
-            hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
-            last = len(self.layers) - 1
-            attn = None
-            for i, layer in enumerate(self.layers):
-                if i == last and self.method.needs_cls_attention:
-                    norm, a = layer.layer_norm1, layer.self_attn
-                    normed = nn.functional.layer_norm(
-                        hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
-                    )
-                    attn = cls_attention(
-                        normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
-                    )
-                hidden = layer(hidden, None)
-            return hidden[:, 1:], attn
-
-        def forward(self, pixel_values: torch.Tensor):
-            features, attn = self.encode(pixel_values)
-            batch = features.shape[0]
-            if self.method.kind == "all":
-                return self.projector(features), keep_all(self.num_patches, batch).to(features.device)
-            if self.method.kind == "pool":  # a constant averaging matrix: one MatMul, static
-                pooled = torch.matmul(self.pool_weights.to(features.dtype), features)
-                return self.projector(pooled), self.pool_centres.expand(batch, -1)
-            if self.method.kind == "fixed":
-                indices = self.fixed_indices.expand(batch, -1)
-            else:
-                indices = self.method.select(attn, self.k)
-            return self.projector(ordered_gather(features, indices)), indices
-
-    return LlavaPrunedVision
-
-
-_PRUNED_VISION = None
-
-
-def pruned_vision(adapter: LlavaAdapter, method, k: int):
-    """The PyTorch module that the vision graph is exported from (and the reference it is tested against)."""
-    global _PRUNED_VISION
-    if _PRUNED_VISION is None:
-        _PRUNED_VISION = _make_pruned_vision_class()
-    return _PRUNED_VISION(adapter, method, k).eval()
-
-
-def _make_decoder_class():
-    import torch
-    from torch import nn
-    from transformers import DynamicCache
-
-    class LlavaDecoder(nn.Module):
-        """(inputs_embeds, position_ids, *past) -> (last-token logits fp32, *present).
-
-        The cache travels as flat tensors (past.{i}.key/value) so the graph has plain inputs
-        and outputs; inside, a transformers DynamicCache is rebuilt from them.
-        """
-
-        def __init__(self, adapter: LlavaAdapter):
-            super().__init__()
-            self.language_model = adapter.model.model.language_model
-            self.lm_head = adapter.model.lm_head
-            self.config = adapter.config.text_config
-            self.num_layers = adapter.config.text_config.num_hidden_layers
-
-        def forward(self, inputs_embeds, position_ids, *past):
-            cache = DynamicCache(config=self.config)
-            for i in range(self.num_layers):
-                cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.language_model(
-                inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
+    def __init__(self, adapter: LlavaAdapter, method: SelectionMethod, k: int):
+        super().__init__()
+        if adapter.config.vision_feature_select_strategy != "default":
+            raise EdgeCompressError(
+                "vision_feature_select_strategy='full' (CLS kept as a feature) is not supported yet"
             )
-            # select (a Gather), not a [:, -1:] slice: the output is then [1, 1, vocab] for any
-            # sequence length, a static binding TensorRT can see as such.
-            logits = self.lm_head(out.last_hidden_state.select(1, -1)).float().unsqueeze(1)
-            present = []
-            for layer in out.past_key_values.layers:
-                present += [layer.keys, layer.values]
-            return (logits, *present)
+        tower = adapter.vision_tower
+        self.embeddings = tower.embeddings
+        self.pre_layrnorm = tower.pre_layrnorm
+        self.layers = nn.ModuleList(tower.encoder.layers[: adapter.feature_layer + 1])
+        self.projector = adapter.projector
+        self.method = method
+        self.k = k
+        side = adapter.grid
+        if method.kind == "fixed":
+            self.register_buffer("fixed_indices", random_positions(adapter.num_patches, k)[None], persistent=False)
+        if method.kind == "pool":
+            matrix, centres = pool_matrix(side, pool_grid(k, side))
+            if matrix.shape[0] != k:
+                raise ValueError(f"pool emits {matrix.shape[0]} tokens for K={k}: pass method.output_k(K)")
+            self.register_buffer("pool_weights", matrix, persistent=False)
+            self.register_buffer("pool_centres", centres[None], persistent=False)
+        self.num_patches = adapter.num_patches
+        self.num_heads = adapter.vision_config.num_attention_heads
+        self.dtype = next(tower.parameters()).dtype
 
-    return LlavaDecoder
+    def encode(self, pixel_values: torch.Tensor):
+        """Patch features of the feature layer [B,N,D] and its per-head CLS attention [B,H,N] (fp32)."""
+        hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
+        last = len(self.layers) - 1
+        attn = None
+        for i, layer in enumerate(self.layers):
+            if i == last and self.method.needs_cls_attention:
+                norm, a = layer.layer_norm1, layer.self_attn
+                normed = nn.functional.layer_norm(
+                    hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
+                )
+                attn = cls_attention(
+                    normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
+                )
+            hidden = layer(hidden, None)
+        return hidden[:, 1:], attn
+
+    def forward(self, pixel_values: torch.Tensor):
+        features, attn = self.encode(pixel_values)
+        batch = features.shape[0]
+        if self.method.kind == "all":
+            return self.projector(features), keep_all(self.num_patches, batch).to(features.device)
+        if self.method.kind == "pool":  # a constant averaging matrix: one MatMul, static
+            pooled = torch.matmul(self.pool_weights.to(features.dtype), features)
+            return self.projector(pooled), self.pool_centres.expand(batch, -1)
+        if self.method.kind == "fixed":
+            indices = self.fixed_indices.expand(batch, -1)
+        else:
+            indices = self.method.select(attn, self.k)
+        return self.projector(ordered_gather(features, indices)), indices
+
+
+def pruned_vision(adapter: LlavaAdapter, method, k: int) -> LlavaPrunedVision:
+    """The PyTorch module that the vision graph is exported from (and the reference it is tested against)."""
+    return LlavaPrunedVision(adapter, method, k).eval()
+
+
+class LlavaDecoder(nn.Module):
+    """(inputs_embeds, position_ids, *past) -> (last-token logits fp32, *present).
+
+    The cache travels as flat tensors (past.{i}.key/value) so the graph has plain inputs
+    and outputs; inside, a transformers DynamicCache is rebuilt from them.
+    """
+
+    def __init__(self, adapter: LlavaAdapter):
+        super().__init__()
+        self.language_model = adapter.model.model.language_model
+        self.lm_head = adapter.model.lm_head
+        self.config = adapter.config.text_config
+        self.num_layers = adapter.config.text_config.num_hidden_layers
+
+    def forward(self, inputs_embeds, position_ids, *past):
+        cache = DynamicCache(config=self.config)
+        for i in range(self.num_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
+        )
+        # select (a Gather), not a [:, -1:] slice: the output is then [1, 1, vocab] for any
+        # sequence length, a static binding TensorRT can see as such.
+        logits = self.lm_head(out.last_hidden_state.select(1, -1)).float().unsqueeze(1)
+        present = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (logits, *present)
 
 
 def llava_decoder(adapter: LlavaAdapter):
@@ -519,4 +505,4 @@ def llava_decoder(adapter: LlavaAdapter):
     if adapter.model is None:
         raise EdgeCompressError("this model was built without its language model (vision only)")
     adapter.model.model.language_model.config._attn_implementation = "eager"
-    return _make_decoder_class()(adapter).eval()
+    return LlavaDecoder(adapter).eval()

@@ -22,8 +22,11 @@ from edgecompress_runtime.errors import EdgeCompressError
 
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL = {
-    "tensorrt": "On Jetson it comes with JetPack; on x86_64: pip install tensorrt --extra-index-url https://pypi.nvidia.com",
-    "tensorrt-rtx": "pip install tensorrt-rtx",
+    "tensorrt-rtx": "pip install tensorrt-rtx  (TensorRT for RTX: builds for RTX GPUs, also on a machine with no GPU)",
+    "tensorrt": (
+        "On Jetson, TensorRT comes with JetPack (sudo apt install nvidia-jetpack; use the system Python or a venv "
+        "with --system-site-packages). On x86_64: pip install tensorrt --extra-index-url https://pypi.nvidia.com"
+    ),
 }
 
 
