@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from edgecompress import __version__
 from edgecompress.budget import parse_budget, resolve_budget
 from edgecompress.bundle import SCHEMA_VERSION, BundleWriter, check_destination
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import PRECISION_DTYPES, llava_decoder_spec, llava_vision_spec, torch_dtype
+from edgecompress.graph.spec import (
+    PRECISION_DTYPES,
+    GraphSpec,
+    llava_decoder_spec,
+    llava_next_vision_spec,
+    llava_vision_spec,
+    torch_dtype,
+)
 from edgecompress.recipes import ModelSpec, resolve_model
 from edgecompress.selection.methods import get_method
 from edgecompress.steps import Steps
@@ -81,10 +89,8 @@ def export_bundle(
     ``vision_only``, the decoder graph (embeddings + KV cache -> logits + KV cache), the
     token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
     """
-    import torch
-
     from edgecompress.graph.export import export_onnx
-    from edgecompress.models.llava import llava_decoder, load_llava, pruned_vision
+    from edgecompress.models.llava import llava_decoder, load_llava
 
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -95,20 +101,15 @@ def export_bundle(
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
         adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
-    selection = get_method(method)
-    resolved = resolve_budget(budget, adapter.num_patches)
-    k = selection.output_k(resolved.k, adapter.grid)  # what the graph emits; pool rounds to its grid
-    graph_spec = llava_vision_spec(adapter.vision_config.image_size, k, adapter.projected_dim, precision)
-    module = pruned_vision(adapter, selection, k)
+    plan = plan_vision(adapter, get_method(method), budget, precision)
+    k, resolved = plan.k, plan.budget
 
     graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
         with steps.step("export", f"Exporting vision graph (K={k} of {resolved.n}, {precision})"):
-            size = adapter.vision_config.image_size
-            example = (torch.rand(1, 3, size, size),)
-            files = export_onnx(module, example, graph_spec, writer.staging / "vision.onnx")
+            files = export_onnx(plan.module, plan.example, plan.spec, writer.staging / "vision.onnx")
         with steps.step("verify", "Verifying vision graph (static shapes, constant-K TopK, TensorRT ops)"):
-            graphs["vision"] = verified_entry(writer.staging, files, graph_spec)
+            graphs["vision"] = verified_entry(writer.staging, files, plan.spec)
         text: dict[str, Any] = {}
         if not vision_only:
             lm = adapter.language_model_facts()
@@ -124,9 +125,90 @@ def export_bundle(
                 graphs["decoder"] = verified_entry(writer.staging, files, decoder_spec)
             with steps.step("assets", "Writing token embeddings and tokenizer"):
                 text = write_text_assets(adapter, writer.staging, k, dtype)
+        write_packing_assets(adapter, plan, writer.staging, dtype)
         with steps.step("write", f"Writing bundle {out}"):
-            writer.manifest = build_manifest(spec, adapter, selection, resolved, k, precision, graphs, text, random_weights)
+            writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
     return out
+
+
+@dataclass
+class VisionPlan:
+    """What the vision graph is exported from, and what it promises."""
+
+    module: Any  # the PyTorch module
+    example: tuple  # example inputs, in the spec's input order
+    spec: GraphSpec
+    budget: Any  # the resolved Budget
+    k: int  # image tokens the graph emits
+    method: Any  # the SelectionMethod
+    details: dict[str, Any]  # method_details in the manifest
+    token_order: str
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific manifest entries
+
+
+def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
+    """The vision module, its example inputs, graph spec and K, for the adapter's family."""
+    import torch
+
+    size = adapter.vision_config.image_size
+    if adapter.family == "llava-next":
+        from edgecompress.models.llava_next import (
+            HIRED_ALPHA,
+            TOKEN_ORDER,
+            TOKEN_ORDER_NONE,
+            pruned_vision_next,
+        )
+
+        resolved, split = adapter.partition_budget(budget) if not selection.keeps_all else (None, None)
+        module = pruned_vision_next(adapter, selection, split)
+        k = module.k
+        if selection.keeps_all:
+            resolved = resolve_budget("100%", module.slots_tokens)
+        slots, n = adapter.slots, adapter.num_patches
+        spec = llava_next_vision_spec(size, slots, n, k, adapter.projected_dim, precision, keeps_all=selection.keeps_all)
+        tile_mask = torch.ones(slots - 1, n)
+        example = (torch.rand(slots, 3, size, size),)
+        if not selection.keeps_all:
+            example += (torch.tensor([len(adapter.grids) - 1]), tile_mask)
+        details: dict[str, Any] = {"summary": selection.summary}
+        if split is not None:
+            details.update({
+                "alpha": HIRED_ALPHA, "allocation": "grid", "total": split.total, "base_k": split.base_k,
+                "sub_total": split.sub_total,
+                "rule": "against the largest grid: total = floor((1 + max_tiles) N rate), base_k = min(floor(total alpha), N), "
+                        "sub_total = total - base_k; tiles share sub_total by largest remainder",
+            })
+        packing = {"kind": "anyres-newline", "newline": "image_newline.npy"} if selection.keeps_all else {"kind": "selected"}
+        return VisionPlan(module, example, spec, resolved, k, selection, details,
+                          TOKEN_ORDER_NONE if selection.keeps_all else TOKEN_ORDER,
+                          {"anyres": adapter.anyres_record(), "packing": packing})
+
+    from edgecompress.models.llava import pruned_vision
+
+    resolved = resolve_budget(budget, adapter.num_patches)
+    k = selection.output_k(resolved.k, adapter.grid)  # what the graph emits; pool rounds to its grid
+    return VisionPlan(
+        pruned_vision(adapter, selection, k),
+        (torch.rand(1, 3, size, size),),
+        llava_vision_spec(size, k, adapter.projected_dim, precision),
+        resolved, k, selection,
+        method_details(selection, resolved.k, k, adapter.grid),
+        "raster (ascending patch index), selected before the projector",
+    )
+
+
+def write_packing_assets(adapter, plan: VisionPlan, staging: Path, dtype) -> None:
+    """LLaVA-NeXT unpruned bundles: the image-newline embedding the runtime packs in (none in a
+    vision-only bundle built with random weights, which has no language model)."""
+    import numpy as np
+
+    packing = plan.extra.get("packing", {})
+    if packing.get("kind") != "anyres-newline":
+        return
+    if adapter.image_newline is None:
+        packing["newline"] = None
+        return
+    np.save(staging / packing["newline"], adapter.image_newline.detach().to(dtype).numpy())
 
 
 def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any]:
@@ -204,7 +286,7 @@ def method_details(selection, budget_k: int, k: int, side: int) -> dict[str, Any
     return details
 
 
-def build_manifest(spec, adapter, selection, resolved, k, precision, graphs, text, random_weights) -> dict[str, Any]:
+def build_manifest(spec, adapter, plan: VisionPlan, precision, graphs, text, random_weights) -> dict[str, Any]:
     recipe = spec.recipe.to_dict() if spec.recipe else {"name": spec.name, "family": adapter.family, "source": spec.location}
     recipe.pop("config", None)  # the architecture is recorded below, from the loaded model
     return {
@@ -216,13 +298,14 @@ def build_manifest(spec, adapter, selection, resolved, k, precision, graphs, tex
         "random_weights": random_weights,
         "model": adapter.describe(),
         "architecture": adapter.config.to_dict(),
-        "method": selection.name,
-        "method_details": method_details(selection, resolved.k, k, adapter.grid),
+        "method": plan.method.name,
+        "method_details": plan.details,
         "precision": precision,
-        "budget": resolved.to_dict(),
-        "n": resolved.n,
-        "k": k,
-        "token_order": "raster (ascending patch index), selected before the projector",
+        "budget": plan.budget.to_dict(),
+        "n": plan.budget.n,
+        "k": plan.k,
+        "token_order": plan.token_order,
+        **plan.extra,
         "preprocess": {**adapter.preprocess, "image_size": adapter.vision_config.image_size},
         "prompt_template": adapter.prompt_template,
         "image_token_id": adapter.image_token_id,

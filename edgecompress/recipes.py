@@ -19,7 +19,7 @@ from typing import Any
 
 from edgecompress.errors import EdgeCompressError
 
-SUPPORTED_FAMILIES = ("llava",)
+SUPPORTED_FAMILIES = ("llava", "llava-next")
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,47 @@ def pruned_generate(model, processor, vision_module, image, prompt: str, max_new
     (positions,) = torch.nonzero(ids == image_token, as_tuple=True)
     assert len(positions) == 1, "the chat prompt must hold exactly one image placeholder"
     at = int(positions[0])
-    pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
     embed = model.get_input_embeddings()
     with torch.no_grad():
-        image_embeds, kept = vision_module(pixel_values)
+        image_embeds, kept = vision_module(*vision_inputs(model, processor, image))
         embeds = torch.cat([embed(ids[None, :at]), image_embeds.to(embed.weight.dtype), embed(ids[None, at + 1 :])], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         prefill = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float()
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
     return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist())
+
+
+def vision_inputs(model, processor, image) -> tuple[torch.Tensor, ...]:
+    """The pruned vision module's inputs, from transformers' own image processor.
+
+    LLaVA-1.5: (pixel_values,). LLaVA-NeXT: the processor's base + tile crops padded with zero
+    slots to 1 + max_tiles, the index of transformers' grid in the pinpoints, and the tile mask
+    obtained by running transformers' ``unpad_image`` over a canvas of token positions.
+    """
+    out = processor.image_processor(image, return_tensors="pt")
+    pixel_values = out["pixel_values"]
+    if model.config.model_type != "llava_next":
+        return (pixel_values,)
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
+    config = model.config
+    size = config.vision_config.image_size
+    side = size // config.vision_config.patch_size
+    grids = [(h // size, w // size) for h, w in config.image_grid_pinpoints]
+    tiles = max(h * w for h, w in grids)
+    image_size = out["image_sizes"][0]
+    grid = tuple(get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, size))
+    used = 1 + grid[0] * grid[1]
+    slots = torch.zeros(1 + tiles, *pixel_values.shape[-3:], dtype=pixel_values.dtype)
+    slots[:used] = pixel_values[0, :used]
+    # canvas[t, y, x]: tile-token index t*N + p of each cell, viewed as pack_image_features does
+    n = side * side
+    flat = torch.arange(grid[0] * grid[1] * n, dtype=torch.float32).view(grid[0], grid[1], side, side, 1)
+    canvas = flat.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)
+    inside = unpad_image(canvas, image_size).flatten().long()
+    tile_mask = torch.zeros(tiles * n)
+    tile_mask[inside] = 1.0
+    return slots, torch.tensor([grids.index(grid)]), tile_mask.view(tiles, n)
 
 
 def _eos(model) -> set[int]:

@@ -65,6 +65,28 @@ def llava_vision_spec(image_size: int, k: int, projected_dim: int, precision: st
     )
 
 
+def llava_next_vision_spec(
+    image_size: int, slots: int, n: int, k: int, projected_dim: int, precision: str, *, keeps_all: bool
+) -> GraphSpec:
+    """LLaVA-NeXT vision graph: a fixed 1 + max_tiles slots of pixels (base first, unused slots
+    zero), the grid's index in the pinpoints and the tile-token mask in; K embeddings out.
+
+    With ``keeps_all`` (method none) only the pixels go in and every slot's N tokens come out,
+    for the runtime to pack as LLaVA-NeXT does.
+    """
+    inputs = [TensorSpec("pixel_values", (slots, 3, image_size, image_size), "float32")]
+    if not keeps_all:
+        inputs += [TensorSpec("grid_index", (1,), "int64"), TensorSpec("tile_mask", (slots - 1, n), "float32")]
+    return GraphSpec(
+        name="vision",
+        inputs=tuple(inputs),
+        outputs=(
+            TensorSpec("image_embeds", (1, k, projected_dim), PRECISION_DTYPES[precision]),
+            TensorSpec("kept_indices", (1, k), "int64"),
+        ),
+    )
+
+
 def llava_decoder_spec(
     num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str
 ) -> GraphSpec:

@@ -1,4 +1,7 @@
-"""LLaVA-1.5 adapter: load a llava-hf checkpoint and expose the parts the compiler needs.
+"""LLaVA adapters: load a llava-hf checkpoint and expose the parts the compiler needs.
+
+Both families load here: LLaVA-1.5 (``llava``) and LLaVA-NeXT (``llava-next``, whose anyres
+parts live in :mod:`edgecompress.models.llava_next`).
 
 (Imports torch and transformers: import this module only where they are needed, as the
 compiler, `validate` and the benchmarks do.)
@@ -25,6 +28,10 @@ from edgecompress.lowering.primitives import ordered_gather
 from edgecompress.recipes import ModelSpec, Recipe
 from edgecompress.selection.attention import cls_attention
 from edgecompress.selection.methods import SelectionMethod, keep_all, pool_grid, pool_matrix, random_positions
+
+# family -> the model_type its config.json carries
+MODEL_TYPES = {"llava": "llava", "llava-next": "llava_next"}
+FAMILY_NAMES = {"llava": "LLaVA-1.5", "llava-next": "LLaVA-NeXT"}
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -185,30 +192,43 @@ def _preprocess_from_processor_file(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def _check_model_type(folder: Path) -> None:
+def family_of_model_type(model_type: str | None, where: str, expected: str | None = None) -> str:
+    """The family a config's model_type belongs to; an error if unsupported or not ``expected``."""
+    families = {t: f for f, t in MODEL_TYPES.items()}
+    if expected is not None and model_type != MODEL_TYPES[expected]:
+        raise EdgeCompressError(
+            f"{where} is not a {FAMILY_NAMES[expected]} checkpoint (model_type is {model_type!r}, expected {MODEL_TYPES[expected]!r})",
+            hint="See `edgecompress list models` for what is supported.",
+        )
+    if model_type not in families:
+        raise EdgeCompressError(
+            f"{where} is not a LLaVA-1.5 or LLaVA-NeXT checkpoint (model_type is {model_type!r})",
+            hint="See `edgecompress list models` for what is supported.",
+        )
+    return families[model_type]
+
+
+def _check_model_type(folder: Path, expected: str | None = None) -> str:
     try:
         model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise EdgeCompressError(f"{folder}/config.json is not a valid config ({err})") from None
-    if model_type != "llava":
-        raise EdgeCompressError(
-            f"{folder} is not a LLaVA-1.5 checkpoint (model_type is {model_type!r}, expected 'llava')",
-            hint="See `edgecompress list models` for what is supported.",
-        )
+    return family_of_model_type(model_type, str(folder), expected)
 
 
-def _check_llava_folder(folder: Path) -> None:
+def _check_llava_folder(folder: Path, expected: str | None) -> str:
     if not (folder / "config.json").exists():
         raise EdgeCompressError(
             f"{folder} is not a LLaVA checkpoint: it has no config.json",
             hint="Pass a folder in the llava-hf layout (config.json, *.safetensors, tokenizer and processor files).",
         )
-    _check_model_type(folder)
+    family = _check_model_type(folder, expected)
     if not any(folder.glob("*.safetensors")):
         raise EdgeCompressError(
             f"{folder} has no .safetensors weights",
             hint="edgecompress loads safetensors only (never pickled .bin files); convert the checkpoint first.",
         )
+    return family
 
 
 def _hub_error(hub_id: str, err: Exception, *, random_weights: bool = False) -> EdgeCompressError:
@@ -228,10 +248,28 @@ def _hub_error(hub_id: str, err: Exception, *, random_weights: bool = False) -> 
     )
 
 
+def adapter_class(family: str):
+    if family == "llava-next":
+        from edgecompress.models.llava_next import LlavaNextAdapter
+
+        return LlavaNextAdapter
+    return LlavaAdapter
+
+
+def model_classes(family: str):
+    """(config class, model class) of a family."""
+    import transformers
+
+    if family == "llava-next":
+        return transformers.LlavaNextConfig, transformers.LlavaNextForConditionalGeneration
+    return transformers.LlavaConfig, transformers.LlavaForConditionalGeneration
+
+
 def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -> LlavaAdapter:
     model.eval()
     template = recipe.prompt_template if recipe else Recipe.prompt_template
-    return LlavaAdapter(
+    family = family_of_model_type(model.config.model_type, source.get("location", "the checkpoint"))
+    return adapter_class(family)(
         config=model.config,
         vision_tower=model.model.vision_tower,
         projector=model.model.multi_modal_projector,
@@ -260,39 +298,39 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_pretrained(location: str, dtype, *, local: bool):
-    from transformers import LlavaForConditionalGeneration
-
+def _load_pretrained(location: str, dtype, *, local: bool, family: str = "llava"):
+    _, model_class = model_classes(family)
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
     if not local:
         try:  # the local hub cache first: fast, and works offline
-            return LlavaForConditionalGeneration.from_pretrained(location, local_files_only=True, **kwargs)
+            return model_class.from_pretrained(location, local_files_only=True, **kwargs)
         except OSError as err:
             if not hub_reachable():
                 raise OSError("not in the local hub cache, and the hub cannot be reached") from err
-    return LlavaForConditionalGeneration.from_pretrained(location, **kwargs)
+    return model_class.from_pretrained(location, **kwargs)
 
 
-def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: bool = True):
+def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: bool = True, family: str = "llava"):
     """Seeded random weights for an architecture (no download): (config, tower, projector, model).
 
     With ``vision_only`` only the vision tower and projector are built (all the vision graph
     needs). Otherwise the whole model is built directly in ``dtype`` (a 7B model initialised in
     fp32 first would need 28 GB of host memory).
     """
-    from transformers import CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionModel
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-    config = LlavaConfig(**config_dict)
+    config_class, model_class = model_classes(family)
+    config = config_class(**config_dict)
     torch.manual_seed(seed)
-    if vision_only:
+    if vision_only:  # the LLaVA-NeXT projector has the same two Linear layers
         vision_tower = CLIPVisionModel(config.vision_config).to(dtype).eval()
         projector = LlavaMultiModalProjector(config).to(dtype).eval()
         return config, vision_tower, projector, None
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = LlavaForConditionalGeneration(config).eval()
+        model = model_class(config).eval()
     finally:
         torch.set_default_dtype(previous)
     return config, model.model.vision_tower, model.model.multi_modal_projector, model
@@ -310,8 +348,9 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             config_dict, preprocess = _config_without_weights(spec)
         if not config_dict:
             raise EdgeCompressError(f"recipe {spec.name} carries no architecture config for --random-weights")
+        family = family_of_model_type(config_dict.get("model_type"), spec.name)
         config, tower, projector, model = build_random(
-            config_dict, recipe.seed if recipe else 0, dtype, vision_only=vision_only
+            config_dict, recipe.seed if recipe else 0, dtype, vision_only=vision_only, family=family
         )
         text_source = None  # tokenizer files: only where they exist offline
         if spec.location.startswith("builtin:") and not vision_only:
@@ -320,7 +359,7 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             text_source = str(ensure_text_assets(recipe))
         elif spec.kind == "folder":
             text_source = spec.location
-        return LlavaAdapter(
+        return adapter_class(family)(
             config=config,
             vision_tower=tower,
             projector=projector,
@@ -341,20 +380,31 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
         return _load_folder(Path(spec.location), dtype, recipe, source)
 
     hub_id = spec.location
+    family = recipe.family if recipe else _hub_family(hub_id)
     try:
-        model = _load_pretrained(hub_id, dtype, local=False)
+        model = _load_pretrained(hub_id, dtype, local=False, family=family)
     except (OSError, ValueError) as err:
         raise _hub_error(hub_id, err) from None
-    if model.config.model_type != "llava":
-        raise EdgeCompressError(f"{hub_id} is not a LLaVA-1.5 checkpoint (model_type {model.config.model_type!r})")
+    family_of_model_type(model.config.model_type, hub_id, family)
     preprocess = recipe.preprocess if recipe else {}
     return _from_full_model(model, dict(preprocess), recipe, source, None)
 
 
-def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> LlavaAdapter:
-    _check_llava_folder(folder)
+def _hub_family(hub_id: str) -> str:
+    """The family of a hub id with no recipe, from its config (local cache first); llava if unknown."""
+    from transformers import AutoConfig
+
     try:
-        model = _load_pretrained(str(folder), dtype, local=True)
+        config = AutoConfig.from_pretrained(hub_id, trust_remote_code=False, local_files_only=not hub_reachable())
+    except (OSError, ValueError):
+        return "llava"  # the load that follows reports what is wrong
+    return family_of_model_type(config.model_type, hub_id)
+
+
+def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> LlavaAdapter:
+    family = _check_llava_folder(folder, recipe.family if recipe else None)
+    try:
+        model = _load_pretrained(str(folder), dtype, local=True, family=family)
     except (OSError, ValueError) as err:
         raise EdgeCompressError(f"could not load the checkpoint in {folder}: {err}") from None
     preprocess = _preprocess_from_processor_file(folder) or (recipe.preprocess if recipe else None)
@@ -383,8 +433,7 @@ def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, 
         if spec.kind == "hub":
             raise _hub_error(spec.location, err, random_weights=True) from None
         raise EdgeCompressError(f"{spec.location} is not a LLaVA checkpoint: {err}") from None
-    if config.model_type != "llava":
-        raise EdgeCompressError(f"{spec.location} is not a LLaVA-1.5 checkpoint (model_type {config.model_type!r})")
+    family_of_model_type(config.model_type, spec.location)
     preprocess = _preprocess_from_processor_file(Path(spec.location)) if spec.kind == "folder" else None
     return config.to_dict(), preprocess or {}
 
@@ -427,25 +476,30 @@ class LlavaPrunedVision(nn.Module):
         self.num_heads = adapter.vision_config.num_attention_heads
         self.dtype = next(tower.parameters()).dtype
 
-    def encode(self, pixel_values: torch.Tensor):
-        """Patch features of the feature layer [B,N,D] and its per-head CLS attention [B,H,N] (fp32)."""
-        hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
+    def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None):
+        """Patch features of the feature layer [B,N,D] and the per-head CLS attention [B,H,N]
+        (fp32) of each layer in ``attention_layers`` (by default the feature layer, when the
+        method reads it), as {layer: attention}."""
         last = len(self.layers) - 1
-        attn = None
+        if attention_layers is None:
+            attention_layers = (last,) if self.method.needs_cls_attention else ()
+        hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
+        attns = {}
         for i, layer in enumerate(self.layers):
-            if i == last and self.method.needs_cls_attention:
+            if i in attention_layers:
                 norm, a = layer.layer_norm1, layer.self_attn
                 normed = nn.functional.layer_norm(
                     hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
                 )
-                attn = cls_attention(
+                attns[i] = cls_attention(
                     normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
                 )
             hidden = layer(hidden, None)
-        return hidden[:, 1:], attn
+        return hidden[:, 1:], attns
 
     def forward(self, pixel_values: torch.Tensor):
-        features, attn = self.encode(pixel_values)
+        features, attns = self.encode(pixel_values)
+        attn = attns.get(len(self.layers) - 1)
         batch = features.shape[0]
         if self.method.kind == "all":
             return self.projector(features), keep_all(self.num_patches, batch).to(features.device)

@@ -84,10 +84,13 @@ def build_tokenizer(vocab_size: int):
 
 
 def build_processor(recipe: Recipe, tokenizer):
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
+    from transformers import CLIPImageProcessorPil, LlavaNextImageProcessorPil, LlavaNextProcessor, LlavaProcessor
 
     pre = recipe.preprocess
-    image_processor = CLIPImageProcessorPil(
+    next_ = recipe.family == "llava-next"
+    extra = {"image_grid_pinpoints": recipe.config["image_grid_pinpoints"], "do_pad": True} if next_ else {}
+    image_processor = (LlavaNextImageProcessorPil if next_ else CLIPImageProcessorPil)(
+        **extra,
         size={"shortest_edge": pre["resize_shortest_edge"]},
         crop_size={"height": pre["crop_size"], "width": pre["crop_size"]},
         do_center_crop=True,
@@ -101,7 +104,7 @@ def build_processor(recipe: Recipe, tokenizer):
         resample=3,  # PIL bicubic
     )
     vision = recipe.config["vision_config"]
-    return LlavaProcessor(
+    return (LlavaNextProcessor if next_ else LlavaProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision["patch_size"],
@@ -113,11 +116,15 @@ def build_processor(recipe: Recipe, tokenizer):
 
 def build_model(recipe: Recipe):
     import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration
 
-    config = LlavaConfig(**recipe.config)
+    if recipe.family == "llava-next":
+        config_class, model_class = LlavaNextConfig, LlavaNextForConditionalGeneration
+    else:
+        config_class, model_class = LlavaConfig, LlavaForConditionalGeneration
+    config = config_class(**recipe.config)
     torch.manual_seed(recipe.seed)
-    model = LlavaForConditionalGeneration(config)
+    model = model_class(config)
     model.eval()
     return model
 

@@ -45,39 +45,53 @@ def spatial_mask(base_layer0: torch.Tensor, n: int, alpha: float) -> torch.Tenso
     return (descending_rank(base_layer0) < int(n * (1 - alpha))).float()
 
 
+def region_matrix(grid: tuple[int, int], side: int) -> torch.Tensor:
+    """[G, N] 0/1: base-image patches in the true 2D region each tile covers (row-major tiles)."""
+    grid_h, grid_w = grid
+    rows = [side * r // grid_h for r in range(grid_h + 1)]
+    cols = [side * c // grid_w for c in range(grid_w + 1)]
+    matrix = torch.zeros(grid_h * grid_w, side, side)
+    for r in range(grid_h):
+        for c in range(grid_w):
+            matrix[r * grid_w + c, rows[r] : rows[r + 1], cols[c] : cols[c + 1]] = 1.0
+    return matrix.reshape(grid_h * grid_w, side * side)
+
+
 def region_counts(spatial: torch.Tensor, grid: tuple[int, int], side: int, mode: str) -> torch.Tensor:
     """How many of the spatial tokens fall in each tile's region of the base image, [G] (row-major tiles)."""
     grid_h, grid_w = grid
     if mode == "reference":  # contiguous row bands of the raster, as the authors reshape it
         return spatial.reshape(grid_h, grid_w, -1).sum(-1).reshape(-1)
-    square = spatial.reshape(side, side)
-    rows = [side * r // grid_h for r in range(grid_h + 1)]
-    cols = [side * c // grid_w for c in range(grid_w + 1)]
-    return torch.stack([
-        square[rows[r]:rows[r + 1], cols[c]:cols[c + 1]].sum() for r in range(grid_h) for c in range(grid_w)
-    ])
+    return torch.matmul(region_matrix(grid, side), spatial)
 
 
 _FRACTION_STEPS = 1 << 20  # remainders compared at 2^-20 resolution, then by index: no ties
 
 
-def largest_remainder(weights: torch.Tensor, total: int, cap: int) -> torch.Tensor:
+def largest_remainder(weights: torch.Tensor, total: int, cap: int | torch.Tensor) -> torch.Tensor:
     """Integers proportional to ``weights`` [G] summing exactly to ``total``, each at most ``cap``.
 
     Largest-remainder (Hamilton) rounding: floor every exact share, then give the units left
-    over to the largest remainders (ties to the lower index). A share over ``cap`` is clamped and
-    its excess shared among the others in proportion; at most G rounds, unrolled, so the whole
-    computation is tensor ops of fixed shape and exports as a static graph. Equal shares when
-    every weight is zero.
+    over to the largest remainders (ties to the lower index). A share over its cap is clamped
+    and its excess shared among the others in proportion; at most G rounds, unrolled, so the
+    whole computation is tensor ops of fixed shape and exports as a static graph. Equal shares
+    when every weight is zero.
+
+    ``cap`` is one int for every part, or a tensor [G] of caps (computed in the graph: the
+    tokens each tile actually has). A part with cap 0 takes nothing. With tensor caps summing
+    to less than ``total``, every part ends at its cap and the sum falls short.
     """
     count = weights.numel()
-    if total > count * cap:
-        raise ValueError(f"{total} does not fit {count} parts of at most {cap}")
+    if isinstance(cap, int):
+        if total > count * cap:
+            raise ValueError(f"{total} does not fit {count} parts of at most {cap}")
+        cap = torch.full((count,), cap, dtype=torch.int64)
+    cap = cap.to(torch.int64)
     weights = weights.float().clamp(min=0)
     weights = torch.where(weights.sum() > 0, weights, torch.ones_like(weights))
     index = torch.arange(count, dtype=torch.int64)
     quotas = torch.zeros(count, dtype=torch.int64)
-    open_ = torch.ones(count, dtype=torch.bool)
+    open_ = cap > 0
     for _ in range(count):
         remaining = (total - quotas.sum()).float()
         share = torch.where(open_, weights, torch.zeros_like(weights))
@@ -87,10 +101,10 @@ def largest_remainder(weights: torch.Tensor, total: int, cap: int) -> torch.Tens
         left = (remaining - floor.sum()).round().long()
         fraction = ((exact - floor) * _FRACTION_STEPS).floor().long()
         key = torch.where(open_, fraction, torch.full_like(fraction, -1)) * count + (count - 1 - index)
-        proposal = quotas + floor.long() + (descending_rank(key) < left).long()
+        proposal = quotas + floor.long() + (descending_rank(key) < left).long() * open_.long()
         over = proposal > cap
         any_over = over.any()
-        quotas = torch.where(over, torch.full_like(quotas, cap), torch.where(any_over, quotas, proposal))
+        quotas = torch.where(over, cap, torch.where(any_over, quotas, proposal))
         open_ = open_ & ~over
     return quotas
 

@@ -2,7 +2,8 @@
 
 A backend runs the bundle's two graphs:
 
-- ``vision(pixel_values) -> (image_embeds [1,K,D], kept_indices [1,K])``
+- ``vision(feeds) -> (image_embeds [1,K,D], kept_indices [1,K])``, ``feeds`` the vision graph's
+  inputs by name (``pixel_values``; for LLaVA-NeXT also ``grid_index`` and ``tile_mask``)
 - ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
 
 ``past``/``present`` are lists of (key, value) arrays per layer, [1, kv_heads, P, head_dim].
@@ -23,7 +24,7 @@ KV = list[tuple[np.ndarray, np.ndarray]]
 class Backend(Protocol):
     name: str
 
-    def vision(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def vision(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
     def decoder(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, past: KV) -> tuple[np.ndarray, KV]: ...
 
@@ -66,8 +67,8 @@ class OnnxRuntimeBackend:
         self._kv_dtype = np.dtype(spec["inputs"][2]["dtype"])
         self._past_names = [t["name"] for t in spec["inputs"][2:]]
 
-    def vision(self, pixel_values):
-        embeds, kept = self._vision.run(None, {"pixel_values": pixel_values.astype(np.float32, copy=False)})
+    def vision(self, feeds):
+        embeds, kept = self._vision.run(None, feeds)
         return embeds, kept
 
     def empty_past(self) -> KV:

@@ -12,6 +12,7 @@ import numpy as np
 from edgecompress_runtime.backends import Backend, make_backend
 from edgecompress_runtime.bundle import open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
+from edgecompress_runtime.anyres import preprocess_anyres
 from edgecompress_runtime.preprocess import preprocess
 
 
@@ -57,6 +58,10 @@ class Pipeline:
         self.eos_token_ids = set(manifest["generation"]["eos_token_ids"])
         self.max_sequence = int(manifest["limits"]["max_sequence"])
         self.prompt_template = manifest["prompt_template"]
+        self.anyres = manifest.get("anyres")  # LLaVA-NeXT: tiling, and how image tokens are packed
+        self.vision_inputs = [t["name"] for t in manifest["graphs"]["vision"]["inputs"]]
+        packing = manifest.get("packing", {})
+        self.newline = np.load(self.bundle / packing["newline"]) if packing.get("kind") == "anyres-newline" else None
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
@@ -80,15 +85,41 @@ class Pipeline:
             )
         return ids
 
-    def check_length(self, text_tokens: int, max_new_tokens: int) -> None:
-        total = text_tokens - 1 + self.k
+    def check_length(self, text_tokens: int, max_new_tokens: int, image_tokens: int | None = None) -> None:
+        image_tokens = self.k if image_tokens is None else image_tokens
+        total = text_tokens - 1 + image_tokens
         if total + max_new_tokens > self.max_sequence:
-            limit = self.max_sequence - self.k - max_new_tokens + 1
+            limit = self.max_sequence - image_tokens - max_new_tokens + 1
             raise EdgeCompressError(
-                f"the prompt is {text_tokens - 1} text tokens + {self.k} image tokens; with {max_new_tokens} new tokens "
+                f"the prompt is {text_tokens - 1} text tokens + {image_tokens} image tokens; with {max_new_tokens} new tokens "
                 f"that is {total + max_new_tokens}, over this bundle's maximum sequence of {self.max_sequence}",
                 hint=f"Shorten the prompt to at most {max(limit, 0)} text tokens, or lower --max-new-tokens.",
             )
+
+    def prepare_image(self, image):
+        """(the vision graph's feeds, the packing order or None) for one image.
+
+        LLaVA-1.5: one 336-px crop. LLaVA-NeXT: the anyres slots, the grid index and the tile
+        mask; for an unpruned bundle also the order in which the graph's tokens (and image
+        newlines, -1) enter the language model.
+        """
+        if self.anyres is None:
+            return {"pixel_values": preprocess(image, self.manifest["preprocess"])}, None
+        pixel_values, layout = preprocess_anyres(image, self.manifest["preprocess"], self.anyres)
+        feeds = {
+            "pixel_values": pixel_values,
+            "grid_index": np.array([layout.grid_index], dtype=np.int64),
+            "tile_mask": layout.tile_mask(),
+        }
+        order = layout.packed_order() if self.newline is not None else None
+        return {name: feeds[name] for name in self.vision_inputs}, order
+
+    def pack(self, image_embeds: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+        """The image tokens in the order the language model reads them, [1, tokens, D]."""
+        if order is None:
+            return image_embeds
+        rows = np.concatenate([image_embeds[0], self.newline[None].astype(image_embeds.dtype)])
+        return rows[np.where(order >= 0, order, len(rows) - 1)][None]
 
     def embed(self, ids: list[int]) -> np.ndarray:
         return np.asarray(self.embed_table[np.asarray(ids, dtype=np.int64)])[None]
@@ -111,7 +142,6 @@ class Pipeline:
         *,
         max_new_tokens: int = 64,
         on_text: Callable[[str], None] | None = None,
-        pixel_values: np.ndarray | None = None,
     ) -> Generation:
         if max_new_tokens < 1:
             raise EdgeCompressError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -119,12 +149,14 @@ class Pipeline:
         start = time.perf_counter()
         ids = self.prompt_ids(prompt)
         self.check_length(len(ids), max_new_tokens)
-        if pixel_values is None:
-            pixel_values = preprocess(image, self.manifest["preprocess"])
+        feeds, order = self.prepare_image(image)
+        if order is not None:
+            self.check_length(len(ids), max_new_tokens, len(order))
         timings["preprocess_s"] = time.perf_counter() - start
 
         t = time.perf_counter()
-        image_embeds, kept = self.backend.vision(pixel_values)
+        image_embeds, kept = self.backend.vision(feeds)
+        image_embeds = self.pack(image_embeds, order)
         timings["vision_s"] = time.perf_counter() - t
 
         at = ids.index(self.image_token_id)

@@ -75,13 +75,17 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top : top + size, left : left + size]
 
 
-def preprocess(image: str | Path | Image.Image, params: dict[str, Any]) -> np.ndarray:
-    """pixel_values float32 [1, 3, S, S] for one image."""
-    rgb = to_rgb(load_image(image))
-    resized = resize_shortest_edge(rgb, int(params["resize_shortest_edge"]), params.get("resample", "bicubic"))
-    array = center_crop(np.asarray(resized), int(params["crop_size"]))
+def normalize(array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """uint8 HWC -> float32 CHW: rescale (float64, as transformers) then normalise in float32."""
     scaled = array.astype(np.float64) * float(params["rescale_factor"])
     mean = np.asarray(params["image_mean"], dtype=np.float64)
     std = np.asarray(params["image_std"], dtype=np.float64)
     normalised = ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+def preprocess(image: str | Path | Image.Image, params: dict[str, Any]) -> np.ndarray:
+    """pixel_values float32 [1, 3, S, S] for one image."""
+    rgb = to_rgb(load_image(image))
+    resized = resize_shortest_edge(rgb, int(params["resize_shortest_edge"]), params.get("resample", "bicubic"))
+    return normalize(center_crop(np.asarray(resized), int(params["crop_size"])), params)[None]

@@ -162,8 +162,8 @@ class TensorRTBackend:
             for pointer in buffers:
                 cudart.cudaFree(pointer)
 
-    def vision(self, pixel_values):
-        out = self._run("vision", {"pixel_values": pixel_values.astype(np.float32, copy=False)})
+    def vision(self, feeds):
+        out = self._run("vision", feeds)
         return out["image_embeds"], out["kept_indices"]
 
     def empty_past(self):
