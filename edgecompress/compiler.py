@@ -139,7 +139,7 @@ class VisionPlan:
     example: tuple  # example inputs, in the spec's input order
     spec: GraphSpec
     budget: Any  # the resolved Budget
-    k: int  # image tokens the graph emits
+    k: int  # image tokens the language model reads (for unpruned LLaVA-NeXT: the most it can)
     method: Any  # the SelectionMethod
     details: dict[str, Any]  # method_details in the manifest
     token_order: str
@@ -161,11 +161,13 @@ def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
 
         resolved, split = adapter.partition_budget(budget) if not selection.keeps_all else (None, None)
         module = pruned_vision_next(adapter, selection, split)
-        k = module.k
+        slots, n = adapter.slots, adapter.num_patches
+        spec = llava_next_vision_spec(size, slots, n, module.k, adapter.projected_dim, precision,
+                                      keeps_all=selection.keeps_all)
+        k = module.k  # image tokens the language model reads: K, or unpruned at most the packed maximum
         if selection.keeps_all:
             resolved = resolve_budget("100%", module.slots_tokens)
-        slots, n = adapter.slots, adapter.num_patches
-        spec = llava_next_vision_spec(size, slots, n, k, adapter.projected_dim, precision, keeps_all=selection.keeps_all)
+            k = adapter.unpruned_max_tokens()
         tile_mask = torch.ones(slots - 1, n)
         example = (torch.rand(slots, 3, size, size),)
         if not selection.keeps_all:

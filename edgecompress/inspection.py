@@ -56,6 +56,14 @@ def render_inspection(result: dict[str, Any], console) -> None:
                   + (", random weights" if m.get("random_weights") else "") + ")")
     console.print(f"  method     {m['method']}")
     console.print(f"  budget     {b['spec']} -> K = {m['k']} of N = {m['n']} visual tokens  [dim]({b['rule']})[/dim]")
+    if m.get("anyres"):
+        a, d = m["anyres"], m.get("method_details", {})
+        grids = ", ".join(f"{h}x{w}" for h, w in a["grids"])
+        console.print(f"  anyres     base + up to {a['max_tiles']} tiles of {a['tile_size']} px (grids {grids}); "
+                      f"packing {m['packing']['kind']}")
+        if "base_k" in d:
+            console.print(f"  split      base {d['base_k']} + tiles {d['sub_total']} (alpha {d['alpha']}, "
+                          f"{d['allocation']} allocation), the same for every grid")
     console.print(f"  precision  {m['precision']}")
     console.print(f"  created    {m['created']} by edgecompress {m['tool_versions']['edgecompress']}")
     files_ok = not result["file_problems"]

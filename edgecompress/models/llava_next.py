@@ -25,12 +25,13 @@ from torch import nn
 
 from edgecompress.budget import Budget, resolve_budget
 from edgecompress.errors import EdgeCompressError
-from edgecompress.lowering.primitives import raster_order, top_k_in_order
+from edgecompress.lowering.primitives import top_k_in_order
 from edgecompress.models.llava import LlavaAdapter, LlavaPrunedVision
 from edgecompress.selection.methods import SelectionMethod, hired_scores
 from edgecompress.selection.partitions import (
     PartitionBudget,
     largest_remainder,
+    partition_budget,
     quota_select,
     region_matrix,
     spatial_mask,
@@ -240,25 +241,29 @@ class LlavaNextPrunedVision(nn.Module):
 
 
 def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tensor, grid: tuple[int, int],
-                         tiles: int, unpadded: torch.Tensor) -> list[int]:
-    """``reference`` allocation (PyTorch only, for published numbers): the authors' row bands and
-    flooring, per-tile top-k over all of a tile's tokens, kept tokens read row-major over the
-    tiled grid, and those in the padding dropped by the unpadding (so fewer than K can remain).
+                         unpadded: torch.Tensor, rate: float) -> list[int]:
+    """``reference`` allocation (PyTorch only, to reproduce published numbers): the authors' code
+    path. The budget is per image (P = 1 + the image's G tiles, so it varies with the grid), the
+    tiles' shares are counted in row bands and floored, each tile keeps its top k_i over all of
+    its tokens, kept tokens are read row-major over the tiled grid, and those in the padding are
+    dropped by the unpadding. So fewer than the budget can remain, and the count varies: this
+    path is not exportable, and is not what a bundle runs.
 
-    ``unpadded`` [tiles * N] bool marks tile tokens inside the image. Returns kept indices in the
-    bundle's index space (base p -> p, tile t patch p -> N + t N + p), in packing order.
+    ``pixel_values`` [1 + T, 3, S, S] (slots past the image's tiles unused); ``unpadded`` [T * N]
+    bool marks tile tokens inside the image. Returns kept indices in the bundle's index space
+    (base p -> p, tile t patch p -> N + t N + p), in packing order.
     """
     n, side = module.n, math.isqrt(module.n)
+    tiles = grid[0] * grid[1]
     with torch.no_grad():
         _, scores, layer0 = module.scores(pixel_values)
-    split = module.split
+    split = partition_budget(tiles, n, rate, HIRED_ALPHA)
     base = top_k_in_order(scores[0], split.base_k).tolist()
     quotas = tile_quotas(layer0, grid, n, HIRED_ALPHA, split.sub_total, mode="reference")
     chosen = []
     for t in range(tiles):
-        k_t = int(quotas[t])
-        if k_t:
-            chosen += (raster_order(torch.topk(scores[1 + t], k_t).indices) + t * n).tolist()
+        if int(quotas[t]):
+            chosen += (top_k_in_order(scores[1 + t], int(quotas[t])) + t * n).tolist()
     grid_w = grid[1]
 
     def canvas_position(flat: int) -> int:

@@ -148,10 +148,8 @@ class Pipeline:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         ids = self.prompt_ids(prompt)
-        self.check_length(len(ids), max_new_tokens)
         feeds, order = self.prepare_image(image)
-        if order is not None:
-            self.check_length(len(ids), max_new_tokens, len(order))
+        self.check_length(len(ids), max_new_tokens, None if order is None else len(order))
         timings["preprocess_s"] = time.perf_counter() - start
 
         t = time.perf_counter()

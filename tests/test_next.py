@@ -1,0 +1,288 @@
+"""LLaVA-NeXT (anyres) end to end: tiling equal to transformers, HiRED's per-partition budget as
+one fixed-K static graph (ONNX Runtime equal to PyTorch for every pinpoint grid), the authors'
+reference allocation, and bundles that generate what transformers and the PyTorch pipeline do."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.models.llava_next import HIRED_ALPHA, hired_next_reference, pruned_vision_next
+from edgecompress.reference import pruned_generate, transformers_generate, vision_inputs
+from edgecompress.selection.methods import get_method
+from edgecompress_runtime.anyres import layout_for, preprocess_anyres
+from edgecompress_runtime.pipeline import Pipeline
+
+N = 576
+# (width, height) -> the grid transformers picks: every llava-v1.6 pinpoint, plus heavy padding.
+SIZES = {
+    (672, 336): (1, 2), (336, 672): (2, 1), (800, 800): (2, 2), (1000, 300): (1, 3), (300, 1000): (3, 1),
+    (640, 480): (2, 2), (2000, 100): (1, 3), (17, 400): (2, 1), (336, 336): (1, 2),
+}
+PROMPTS = ["What is in the picture?", "How many shapes are there?"]
+MAX_NEW = 8
+
+
+def scene(width: int, height: int, seed: int) -> Image.Image:
+    """Noise over a flat background with a few shapes: content that differs across tiles."""
+    rng = np.random.default_rng(seed)
+    base = np.full((height, width, 3), (225, 225, 210), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
+    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(4, max(5, min(width, height) // 3)))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image
+
+
+@pytest.fixture(scope="module")
+def next_images():
+    return {size: scene(*size, seed=i) for i, size in enumerate(SIZES)}
+
+
+@pytest.fixture(scope="module")
+def next_spec():
+    from edgecompress.recipes import resolve_model
+
+    return resolve_model("tiny-llava-next")
+
+
+@pytest.fixture(scope="module")
+def tiny_next(next_spec):
+    from edgecompress.models.llava import load_llava
+
+    return load_llava(next_spec, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def next_processor(tiny_next):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_next.text_source)
+
+
+@pytest.fixture(scope="module")
+def next_bundles(tmp_path_factory, tiny_next):
+    from edgecompress import export_bundle
+
+    root = tmp_path_factory.mktemp("next")
+    return {
+        "hired": export_bundle("tiny-llava-next", budget="20%", out=root / "hired"),
+        "none": export_bundle("tiny-llava-next", method="none", out=root / "none"),
+    }
+
+
+@pytest.fixture(scope="module")
+def hired_module(tiny_next):
+    _, split = tiny_next.partition_budget("20%")
+    return pruned_vision_next(tiny_next, get_method("hired"), split)
+
+
+# -- tiling ----------------------------------------------------------------------------------
+
+
+def test_every_pinpoint_grid_is_exercised(tiny_next):
+    assert set(SIZES.values()) == set(tiny_next.grids)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_runtime_tiling_equals_transformers(tiny_next, next_processor, next_images, size):
+    """Torch-free tiling equals LlavaNextImageProcessorPil exactly (tolerance 0: same PIL resize,
+    same uint8 padding, same float32 normalisation), picks the same grid, and the unpruned
+    token count equals the number of placeholders transformers' processor expands."""
+    image = next_images[size]
+    expected = next_processor.image_processor(image, return_tensors="np")["pixel_values"][0]
+    ours, layout = preprocess_anyres(image, tiny_next.preprocess, tiny_next.anyres_record())
+    used = 1 + layout.tiles
+    assert layout.grid == SIZES[size] and expected.shape[0] == used
+    np.testing.assert_array_equal(ours[:used], expected)
+    assert not ours[used:].any()  # unused slots are zero
+    ids = next_processor(images=image, text="<image>", return_tensors="np")["input_ids"][0]
+    assert len(layout.packed_order()) == int((ids == tiny_next.image_token_id).sum())
+
+
+def test_runtime_tile_mask_equals_transformers_unpadding(tiny_next, next_processor, next_images):
+    for image in next_images.values():
+        _, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)
+        layout = layout_for((image.height, image.width), tiny_next.anyres_record())
+        assert layout.grid_index == int(grid_index)
+        np.testing.assert_array_equal(layout.tile_mask(), mask.numpy())
+
+
+# -- the fixed-K selection ------------------------------------------------------------------
+
+
+def test_budget_is_defined_against_the_largest_grid(tiny_next):
+    resolved, split = tiny_next.partition_budget("20%")
+    assert (resolved.n, split) == (5 * N, (576, 288, 288))  # base + 4 tiles: the 2x2 grid
+    _, split = tiny_next.partition_budget("60%")  # the most a 2-tile image can fill: 576 + 2 * 576
+    assert split == (1728, 576, 1152)
+    with pytest.raises(EdgeCompressError, match="an image tiled 2 tiles has only 1152") as err:
+        tiny_next.partition_budget("70%")
+    assert "at most 60%" in err.value.hint
+    with pytest.raises(EdgeCompressError, match="too few"):
+        tiny_next.partition_budget("1")
+
+
+@pytest.mark.parametrize("budget", ["5%", "10%", "20%", "50%"])
+def test_exactly_k_tokens_and_per_tile_counts_equal_the_quotas(tiny_next, next_processor, next_images, budget):
+    _, split = tiny_next.partition_budget(budget)
+    module = pruned_vision_next(tiny_next, get_method("hired"), split)
+    for size, image in next_images.items():
+        pixel_values, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)
+        with torch.no_grad():
+            embeds, kept = module(pixel_values, grid_index, mask)
+            _, _, layer0 = module.scores(pixel_values)
+            quotas = module.quotas(layer0, grid_index, mask)
+        kept = kept[0].numpy()
+        assert embeds.shape == (1, split.total, tiny_next.projected_dim) and len(kept) == split.total
+        assert len(set(kept.tolist())) == split.total
+        base, tiles = kept[kept < N], kept[kept >= N] - N
+        assert len(base) == split.base_k and (np.diff(base) > 0).all()
+        counts = np.bincount(tiles // N, minlength=4)
+        used = SIZES[size][0] * SIZES[size][1]
+        assert counts[used:].sum() == 0  # nothing from unused slots
+        inside = mask.reshape(-1)[torch.from_numpy(tiles)] > 0
+        if mask.sum() >= split.sub_total:
+            assert counts.tolist() == quotas.tolist() and quotas.sum() == split.sub_total
+            assert inside.all()  # nothing from the padding
+        else:  # a very thin image (17x400 at 10% and up): fewer image tokens than the tile budget
+            assert quotas.tolist() == mask.sum(-1).long().tolist()  # every image token kept ...
+            assert int(inside.sum()) == int(mask.sum())  # ... and the rest filled from the padding
+        layout = layout_for((image.height, image.width), tiny_next.anyres_record())
+        canvas = {int(f): i for i, f in enumerate(layout.canvas_slots().ravel())}
+        positions = [canvas[int(f)] for f in tiles]
+        assert positions == sorted(positions)  # row-major over the whole tiled grid
+
+
+def test_onnxruntime_equals_pytorch_for_every_grid(tiny_next, next_processor, next_images, next_bundles, hired_module):
+    """fp32: kept indices identical; embeddings within 1e-4 (observed ~1e-6: the same fp32 ops in
+    another order)."""
+    manifest = json.loads((next_bundles["hired"] / "manifest.json").read_text())
+    assert [t["name"] for t in manifest["graphs"]["vision"]["inputs"]] == ["pixel_values", "grid_index", "tile_mask"]
+    assert manifest["graphs"]["vision"]["verify"]["ok"] and manifest["k"] == 576
+    session = ort.InferenceSession(str(next_bundles["hired"] / "vision.onnx"))
+    for image in next_images.values():
+        inputs = vision_inputs(tiny_next.model, next_processor, image)
+        with torch.no_grad():
+            ref_embeds, ref_kept = hired_module(*inputs)
+        feeds = dict(zip(("pixel_values", "grid_index", "tile_mask"), (t.numpy() for t in inputs)))
+        embeds, kept = session.run(None, feeds)
+        np.testing.assert_array_equal(kept, ref_kept.numpy())
+        np.testing.assert_allclose(embeds, ref_embeds.numpy(), atol=1e-4)
+
+
+def authors_hired_next(model, pixel_values, image_size, rate, alpha, feature_layer):
+    """The authors' HiRED for LLaVA-NeXT (hasanar1f/HiRED), written plainly from transformers'
+    eager attentions: per-image budget over P = 1 + G partitions; the base keeps its top base_k
+    by the feature layer's CLS attention (summed over heads); the base's top N (1 - alpha) by
+    layer-0 CLS attention are counted in row bands (the raster reshaped to (gh, gw, -1)); tile i
+    keeps int(share_i * sub_total); then the keep masks are packed as pack_image_features packs
+    features (view, permute, unpad) and newline tokens are dropped."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
+    config = model.config
+    gh, gw = get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, config.vision_config.image_size)
+    parts = 1 + gh * gw
+    with torch.no_grad():
+        out = model.model.vision_tower(pixel_values[:parts], output_attentions=True)
+    feature = out.attentions[feature_layer][:, :, 0, 1:].sum(1)  # [P, N]
+    layer0 = out.attentions[0][0, :, 0, 1:].sum(0)  # [N], base image
+    total = int(parts * N * rate)
+    base_k = min(int(total * alpha), N)
+    sub_total = min(total - base_k, (parts - 1) * N)
+    spatial = torch.zeros(N)
+    spatial[torch.topk(layer0, int(N * (1 - alpha))).indices] = 1
+    counts = spatial.reshape(gh, gw, -1).sum(-1).flatten()
+    budgets = [min(int(c / counts.sum() * sub_total), N) for c in counts]
+    base_mask = torch.zeros(N, dtype=torch.bool)
+    base_mask[torch.topk(feature[0], base_k).indices] = True
+    tile_mask = torch.zeros(parts - 1, N)
+    for i, k in enumerate(budgets):
+        if k:
+            tile_mask[i, torch.topk(feature[1 + i], k).indices] = 1
+    index = torch.arange((parts - 1) * N, dtype=torch.float32).view(parts - 1, N)
+    keep = torch.stack([tile_mask, index], -1).view(gh, gw, 24, 24, 2).permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)
+    keep = unpad_image(keep, image_size).flatten(1, 2)  # [2, tokens] row-major over the unpadded grid
+    tiles = [int(i) for m, i in zip(keep[0], keep[1]) if m > 0]
+    return torch.nonzero(base_mask).flatten().tolist() + [N + i for i in tiles]
+
+
+@pytest.fixture(scope="module")
+def eager_next(tiny_next):
+    from transformers import LlavaNextForConditionalGeneration
+
+    model = LlavaNextForConditionalGeneration.from_pretrained(
+        tiny_next.checkpoint_dir, attn_implementation="eager", dtype=torch.float32
+    )
+    return model.eval()
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
+def test_reference_allocation_equals_the_authors_code(tiny_next, next_processor, next_images, eager_next, hired_module, rate):
+    """Equal except where our q/k recomputation and eager attention disagree by float32 ulps on
+    a tie: none on these images (asserted exactly)."""
+    for image in next_images.values():
+        pixel_values, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)
+        grid = tiny_next.grids[int(grid_index)]
+        ours = hired_next_reference(hired_module, pixel_values, grid, mask.reshape(-1) > 0, rate)
+        image_size = next_processor.image_processor(image, return_tensors="pt")["image_sizes"][0]
+        theirs = authors_hired_next(eager_next, pixel_values, image_size, rate, HIRED_ALPHA, tiny_next.feature_layer)
+        assert ours == theirs
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+E2E_SIZES = [(1000, 300), (640, 480), (17, 400)]
+
+
+@pytest.mark.parametrize("size", E2E_SIZES)
+def test_none_bundle_generates_what_transformers_generates(tiny_next, next_processor, next_images, next_bundles, size):
+    """Unpruned: the runtime's tiling, unpadding and newline packing against transformers'
+    LlavaNextForConditionalGeneration.generate. Tokens identical; prefill logits within 1e-4
+    (observed < 1e-6)."""
+    manifest = json.loads((next_bundles["none"] / "manifest.json").read_text())
+    assert manifest["packing"] == {"kind": "anyres-newline", "newline": "image_newline.npy"}
+    assert manifest["k"] == tiny_next.unpruned_max_tokens() == 576 + 2304 + 48
+    pipe = Pipeline.load(next_bundles["none"])
+    for prompt in PROMPTS:
+        ref = transformers_generate(tiny_next.model, next_processor, next_images[size], prompt, MAX_NEW)
+        got = pipe.generate_full(next_images[size], prompt, max_new_tokens=MAX_NEW)
+        assert got.token_ids == ref.token_ids
+        np.testing.assert_allclose(got.prefill_logits, ref.prefill_logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", E2E_SIZES)
+def test_pruned_bundle_matches_the_pytorch_pipeline(tiny_next, next_processor, next_images, next_bundles, hired_module, size):
+    pipe = Pipeline.load(next_bundles["hired"])
+    for prompt in PROMPTS:
+        ref = pruned_generate(tiny_next.model, next_processor, hired_module, next_images[size], prompt, MAX_NEW)
+        got = pipe.generate_full(next_images[size], prompt, max_new_tokens=MAX_NEW)
+        assert got.kept_indices.tolist() == ref.kept_indices and len(ref.kept_indices) == 576
+        assert got.token_ids == ref.token_ids
+        np.testing.assert_allclose(got.prefill_logits, ref.prefill_logits.numpy(), atol=1e-4)
+
+
+def test_cli_runs_a_next_bundle(next_bundles, next_images, tmp_path):
+    from tests.conftest import run_cli
+
+    path = tmp_path / "wide.png"
+    next_images[(1000, 300)].save(path)
+    result = run_cli("run", str(next_bundles["hired"]), "--image", str(path), "--prompt", "What is here?",
+                     "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("inspect", str(next_bundles["hired"]))
+    assert result.returncode == 0 and "anyres" in result.stdout
+
+
+def test_methods_without_a_next_lowering_are_refused(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("export", "tiny-llava-next", "--method", "random", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "not available for LLaVA-NeXT" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
