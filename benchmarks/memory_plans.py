@@ -2,6 +2,7 @@
 
     python benchmarks/memory_plans.py                      # llava-1.5-7b fp16 on three devices, 100% and 20%
     python benchmarks/memory_plans.py --model llava-1.5-13b --profiles rtx-5090,a100-80gb
+    python benchmarks/memory_plans.py --model llava-next           # K against base + 4 tiles; 100% = packed tokens
 
 Computed from the recipe's architecture (no download, no export): see edgecompress/engine/memory.py
 for the formula.
@@ -22,14 +23,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from edgecompress.budget import resolve_budget
-    from edgecompress.engine.memory import GIB, parameter_counts, plan_memory
+    from edgecompress.engine.memory import GIB, parameter_counts, plan_memory, unpruned_image_tokens, vision_images
     from edgecompress.engine.profiles import load_profile
     from edgecompress.recipes import resolve_model
 
     config = resolve_model(args.model).recipe.config
     counts = parameter_counts(config)
     vision = config["vision_config"]
-    n = (vision["image_size"] // vision["patch_size"]) ** 2
+    n = (vision["image_size"] // vision["patch_size"]) ** 2 * vision_images(config)  # LLaVA-NeXT: every slot
     print(f"\n{args.model}, {args.precision}; GiB\n")
     print("| profile | budget | K | context | weights | embedding table | KV cache | activations (est.) | workspace | reserved | total | capacity | fits |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -37,6 +38,8 @@ def main() -> int:
         profile = load_profile(name)
         for budget in args.budgets.split(","):
             k = resolve_budget(budget, n).k
+            if k == n:  # unpruned: what the model's own packing feeds the language model
+                k = unpruned_image_tokens(config)
             plan = plan_memory(config, k, profile, args.precision, counts=counts)
             r = {key: value / GIB for key, value in plan.rows.items()}
             weights = r["weights (vision)"] + r["weights (decoder)"]

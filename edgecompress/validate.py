@@ -83,7 +83,8 @@ class TorchPipelines:
 
         from edgecompress.graph.spec import torch_dtype
 
-        from edgecompress.models.llava import load_llava, pruned_vision
+        from edgecompress.compiler import plan_vision
+        from edgecompress.models.llava import load_llava
         from edgecompress.recipes import resolve_model
         from edgecompress.selection.methods import get_method
 
@@ -94,7 +95,12 @@ class TorchPipelines:
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
         self.processor = AutoProcessor.from_pretrained(self.adapter.text_source)
-        self.vision = pruned_vision(self.adapter, get_method(manifest["method"]), manifest["k"])
+        method = get_method(manifest["method"])
+        # The pruned PyTorch module the bundle was exported from (same method and budget). An
+        # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is
+        # transformers itself.
+        packed = manifest.get("packing", {}).get("kind") == "anyres-newline"
+        self.vision = None if packed else plan_vision(self.adapter, method, manifest["budget"]["spec"], manifest["precision"]).module
 
     def answer(self, image, question: str, max_new_tokens: int) -> tuple[str, str]:
         from edgecompress.reference import pruned_generate, transformers_generate
@@ -102,8 +108,10 @@ class TorchPipelines:
 
         image = load_image(image)  # as the runtime opens it: EXIF orientation applied
         decode = self.processor.tokenizer.decode
-        pruned = pruned_generate(self.adapter.model, self.processor, self.vision, image, question, max_new_tokens)
         full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
+        pruned = full if self.vision is None else pruned_generate(
+            self.adapter.model, self.processor, self.vision, image, question, max_new_tokens
+        )
         return decode(pruned.token_ids, skip_special_tokens=True), decode(full.token_ids, skip_special_tokens=True)
 
 

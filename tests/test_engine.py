@@ -16,6 +16,7 @@ from edgecompress.engine.profiles import builtin_profiles, load_profile
 from edgecompress.errors import EdgeCompressError
 from edgecompress.recipes import resolve_model
 from tests.conftest import run_cli
+from tests.helpers import assert_engines_match_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,24 +127,8 @@ def test_decoder_optimization_profiles_follow_k_and_the_token_limits(fp16_bundle
 @pytest.mark.parametrize("profile", ["rtx-3060-12gb", "rtx-4090"])  # SM86 and SM89
 def test_tensorrt_rtx_builds_every_graph_and_bindings_match_the_manifest(fp16_bundle, profile):
     record = build_engines(fp16_bundle, load_profile(profile), force=True)
-    manifest = json.loads((fp16_bundle / "manifest.json").read_text())
-    assert manifest["engines"][profile] == record
-    assert record["compute_capability"] == load_profile(profile).compute_capability
-    assert record["builder_version"] == tensorrt_rtx.__version__
-    assert set(record["graphs"]) == set(manifest["graphs"]) == {"vision", "decoder"}
-    for graph, entry in record["graphs"].items():
-        engine = fp16_bundle / entry["file"]
-        assert engine.stat().st_size > 100_000
-        assert manifest["files"][entry["file"]]["sha256"] == entry["sha256"]
-        spec = manifest["graphs"][graph]
-        declared = [(t["name"], t["dtype"], [d if isinstance(d, int) else -1 for d in t["shape"]])
-                    for t in spec["inputs"] + spec["outputs"]]
-        bound = [(b["name"], b["dtype"], b["shape"]) for b in entry["bindings"]]
-        assert bound == declared
+    assert_engines_match_manifest(fp16_bundle, profile, record)
     assert not (fp16_bundle / "engines" / profile / "timing.cache").exists()  # TensorRT-RTX ignores timing caches
-    from edgecompress_runtime import verify_files
-
-    assert verify_files(fp16_bundle, manifest) == []  # the manifest's file table covers the engines
 
 
 @needs_rtx

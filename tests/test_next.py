@@ -2,6 +2,7 @@
 one fixed-K static graph (ONNX Runtime equal to PyTorch for every pinpoint grid), the authors'
 reference allocation, and bundles that generate what transformers and the PyTorch pipeline do."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from edgecompress.reference import pruned_generate, transformers_generate, visio
 from edgecompress.selection.methods import get_method
 from edgecompress_runtime.anyres import layout_for, preprocess_anyres
 from edgecompress_runtime.pipeline import Pipeline
+from tests.helpers import assert_engines_match_manifest
 
 N = 576
 # (width, height) -> the grid transformers picks: every llava-v1.6 pinpoint, plus heavy padding.
@@ -266,6 +268,18 @@ def test_pruned_bundle_matches_the_pytorch_pipeline(tiny_next, next_processor, n
         assert got.kept_indices.tolist() == ref.kept_indices and len(ref.kept_indices) == 576
         assert got.token_ids == ref.token_ids
         np.testing.assert_allclose(got.prefill_logits, ref.prefill_logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
+def test_tensorrt_rtx_builds_the_next_graphs(tmp_path, tiny_next):
+    """The anyres vision graph (three inputs, gathers by grid index) and the decoder build for SM89."""
+    from edgecompress import export_bundle
+    from edgecompress.engine.builder import build_engines
+    from edgecompress.engine.profiles import load_profile
+
+    bundle = export_bundle("tiny-llava-next", budget="20%", precision="fp16", out=tmp_path / "fp16")
+    record = build_engines(bundle, load_profile("rtx-4090"))
+    assert_engines_match_manifest(bundle, "rtx-4090", record)
 
 
 def test_cli_runs_a_next_bundle(next_bundles, next_images, tmp_path):

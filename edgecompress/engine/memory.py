@@ -104,7 +104,27 @@ def _activations(architecture: dict[str, Any], prefill: int, nbytes: int) -> flo
     tokens = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
     vision_act = tokens * (4 * vision["hidden_size"] + vision["intermediate_size"]) * nbytes
     vision_act += vision["num_attention_heads"] * tokens * tokens * 4  # selection scores stay fp32
-    return max(decoder, vision_act)
+    return max(decoder, vision_act * vision_images(architecture))
+
+
+def unpruned_image_tokens(architecture: dict[str, Any]) -> int:
+    """The most image tokens the unpruned model feeds its language model: N for LLaVA-1.5; for
+    LLaVA-NeXT the base N plus the largest grid's tokens and one newline per token row."""
+    vision = architecture["vision_config"]
+    side = vision["image_size"] // vision["patch_size"]
+    tile = vision["image_size"]
+    pinpoints = architecture.get("image_grid_pinpoints") or []
+    tiles = [((h // tile) * side, (w // tile) * side) for h, w in pinpoints]
+    return side * side + max((rows * cols + rows for rows, cols in tiles), default=0)
+
+
+def vision_images(architecture: dict[str, Any]) -> int:
+    """Images the vision graph encodes at once: 1, or for LLaVA-NeXT the base plus the most tiles."""
+    pinpoints = architecture.get("image_grid_pinpoints")
+    if not pinpoints:
+        return 1
+    tile = architecture["vision_config"]["image_size"]
+    return 1 + max((h // tile) * (w // tile) for h, w in pinpoints)
 
 
 def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precision: str | None = None,

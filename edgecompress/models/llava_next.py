@@ -109,8 +109,9 @@ class LlavaNextAdapter(LlavaAdapter):
     def unpruned_max_tokens(self) -> int:
         """The most image tokens LLaVA-NeXT's own packing emits (a grid with no padding, plus a
         newline per token row)."""
-        side = self.grid
-        return self.num_patches + max(h * w * side * side + h * side for h, w in self.grids)
+        from edgecompress.engine.memory import unpruned_image_tokens
+
+        return unpruned_image_tokens(self.config.to_dict())
 
     def describe(self) -> dict[str, Any]:
         data = super().describe()

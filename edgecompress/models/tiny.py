@@ -1,9 +1,10 @@
-"""Build the embedded ``tiny-llava`` checkpoint, deterministically and offline.
+"""Build the embedded ``tiny-llava`` and ``tiny-llava-next`` checkpoints, deterministically and offline.
 
-The checkpoint is a real llava-hf layout folder written with ``save_pretrained``: a
-``LlavaForConditionalGeneration`` (CLIP vision tower at 336 px / patch 14 = 576 patches + CLS,
-a small Llama) with seeded weights, a byte-level BPE tokenizer trained on a fixed corpus, a
-CLIP image processor, and the LLaVA-1.5 chat template. It is built once into the cache and
+Each checkpoint is a real llava-hf layout folder written with ``save_pretrained``: a
+``LlavaForConditionalGeneration`` (or ``LlavaNextForConditionalGeneration``: CLIP vision tower
+at 336 px / patch 14 = 576 patches + CLS, a small Llama) with seeded weights, a byte-level BPE
+tokenizer trained on a fixed corpus, a CLIP (or LLaVA-NeXT anyres) image processor, and the
+LLaVA-1.5 chat template. It is built once into the cache and
 then loaded through ``from_pretrained`` like any other checkpoint: the same adapter and code
 path as llava-1.5-7b.
 """
@@ -54,7 +55,7 @@ def _corpus() -> list[str]:
     return lines * 8
 
 
-def build_tokenizer(vocab_size: int):
+def build_tokenizer(vocab_size: int, max_length: int = 2048):
     """A byte-level BPE tokenizer (any text encodes), trained deterministically."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -78,7 +79,7 @@ def build_tokenizer(vocab_size: int):
         eos_token="</s>",
         pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
-        model_max_length=2048,
+        model_max_length=max_length,
         padding_side="left",
     )
 
@@ -159,7 +160,8 @@ def _build_atomically(folder: Path, marker: str, write) -> Path:
 
 
 def _write_text_assets(recipe: Recipe, folder: Path) -> None:
-    tokenizer = build_tokenizer(recipe.config["text_config"]["vocab_size"])
+    text = recipe.config["text_config"]
+    tokenizer = build_tokenizer(text["vocab_size"], text.get("max_position_embeddings", 2048))
     build_processor(recipe, tokenizer).save_pretrained(folder)
 
 
