@@ -3,6 +3,7 @@ transformers eager, at budgets 100% (method none) and 20% (HiRED).
 
     python benchmarks/generation.py                       # tiny-llava
     python benchmarks/generation.py --model benchmarks/recipes/llava-1b.toml --runs 2
+    python benchmarks/generation.py --model tiny-llava-next --size 1000x480   # anyres: base + 1x3 tiles
 
 Per budget: the runtime's TTFT (preprocess + vision + prefill) and decode tokens/s, and
 transformers' for the same checkpoint (unpruned: processor + LlavaForConditionalGeneration;
@@ -20,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prompt", default="Describe the image in detail.")
+    parser.add_argument("--size", default="480x360", help="test image width x height (LLaVA-NeXT picks its grid from it)")
     args = parser.parse_args()
 
     from PIL import Image, ImageDraw
@@ -47,18 +48,20 @@ def main() -> int:
 
     from edgecompress import export_bundle
     from edgecompress.flops import ttft_flops
-    from edgecompress.models.llava import load_llava, pruned_vision
+    from edgecompress.compiler import plan_vision
+    from edgecompress.models.llava import load_llava
     from edgecompress.recipes import resolve_model
-    from edgecompress.reference import chat_text
+    from edgecompress.reference import chat_text, vision_inputs
     from edgecompress.selection.methods import get_method
     from edgecompress_runtime import Pipeline
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    image = Image.new("RGB", (480, 360), (230, 230, 215))
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    image = Image.new("RGB", (width, height), (230, 230, 215))
     draw = ImageDraw.Draw(image)
-    draw.rectangle((30, 40, 150, 160), fill=(20, 60, 200))
-    draw.ellipse((260, 80, 420, 240), fill=(240, 200, 0))
+    draw.rectangle((width // 16, height // 9, width * 5 // 16, height * 4 // 9), fill=(20, 60, 200))
+    draw.ellipse((width * 9 // 16, height * 2 // 9, width * 7 // 8, height * 2 // 3), fill=(240, 200, 0))
 
     spec = resolve_model(args.model)
     adapter = load_llava(spec, dtype=torch.float32)
@@ -77,35 +80,43 @@ def main() -> int:
             results = [pipe.generate_full(image, args.prompt, max_new_tokens=n) for _ in range(args.runs)]
             ort_ttft = statistics.median(r.timings["ttft_s"] for r in results)
             ort_tps = statistics.median(r.timings["decode_tokens"] / r.timings["decode_s"] for r in results)
-            k = pipe.k
-            text_tokens = first.prompt_tokens - k
+            text_tokens = len(pipe.prompt_ids(args.prompt)) - 1  # without the image placeholder
+            k = first.prompt_tokens - text_tokens  # image tokens the language model read
 
-            module = pruned_vision(adapter, get_method(method), k)
             ids = processor.tokenizer(text, return_tensors="pt")["input_ids"][0]
             at = int((ids == adapter.image_token_id).nonzero()[0, 0])
             embed = model.get_input_embeddings()
+            if pipe.newline is not None:  # unpruned LLaVA-NeXT: transformers' own tiling and packing
+                module = None
+            else:
+                module = plan_vision(adapter, get_method(method), budget, "fp32").module
 
             def embeds_for_prompt():
-                pixel_values = torch.from_numpy(
-                    np.asarray(processor.image_processor(image, return_tensors="np")["pixel_values"])
-                )
-                image_embeds, _ = module(pixel_values)
-                return torch.cat([embed(ids[None, :at]), image_embeds, embed(ids[None, at + 1 :])], dim=1)
+                if module is None:
+                    inputs = processor(images=image, text=text, return_tensors="pt")
+                    return model.model.get_input_embeddings()(inputs["input_ids"]), inputs
+                image_embeds, _ = module(*vision_inputs(model, processor, image))
+                return torch.cat([embed(ids[None, :at]), image_embeds, embed(ids[None, at + 1 :])], dim=1), None
 
             with torch.no_grad():
                 def ttft():
-                    e = embeds_for_prompt()
+                    e, inputs = embeds_for_prompt()
+                    if inputs is not None:
+                        return model(**inputs, logits_to_keep=1)
                     model(inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long), logits_to_keep=1)
 
                 def whole():
-                    e = embeds_for_prompt()
+                    e, inputs = embeds_for_prompt()
+                    if inputs is not None:
+                        return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
                     model.generate(inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long),
                                    max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
                 ttft()
                 hf_ttft = timed(ttft, args.runs)
                 hf_total = timed(whole, max(1, args.runs // 2))
-            hf_tps = (n - 1) / max(hf_total - hf_ttft, 1e-9)
+            # decode = whole generation - TTFT; with few runs the two medians can cross (noise)
+            hf_tps = (n - 1) / (hf_total - hf_ttft) if hf_total > hf_ttft else float("nan")
             flops = ttft_flops(adapter.config.to_dict(), adapter.feature_layer, k, text_tokens)
             rows.append(dict(budget=budget, method=method, k=k, prompt=first.prompt_tokens, ort_ttft=ort_ttft,
                              hf_ttft=hf_ttft, ort_tps=ort_tps, hf_tps=hf_tps, flops=flops))

@@ -1,4 +1,4 @@
-"""Analytic FLOP counts for the LLaVA-1.5 pipeline (multiply-adds x 2), for predictions that
+"""Analytic FLOP counts for the LLaVA pipelines (multiply-adds x 2), for predictions that
 benchmarks compare with measurements. Counts what the exported graphs compute: the vision
 tower up to the feature layer, the projector on K tokens, the language model's prefill with
 full (masked) attention scores, and the lm_head on the last position only."""
@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def vision_flops(vision: dict[str, Any], layers: int, k: int, projected_dim: int) -> float:
+def vision_flops(vision: dict[str, Any], layers: int, k: int, projected_dim: int, images: int = 1) -> float:
+    """The tower on ``images`` images (LLaVA-NeXT: every slot of the graph), the projector on K tokens."""
     d, ff = vision["hidden_size"], vision["intermediate_size"]
     patches = (vision["image_size"] // vision["patch_size"]) ** 2
     tokens = patches + 1
     patch_embed = 2 * patches * 3 * vision["patch_size"] ** 2 * d
     per_layer = 2 * tokens * (4 * d * d + 2 * d * ff) + 4 * tokens * tokens * d
     projector = 2 * k * (d * projected_dim + projected_dim * projected_dim)
-    return patch_embed + layers * per_layer + projector
+    return images * (patch_embed + layers * per_layer) + projector
 
 
 def prefill_flops(text: dict[str, Any], length: int) -> float:
@@ -30,6 +31,9 @@ def prefill_flops(text: dict[str, Any], length: int) -> float:
 
 
 def ttft_flops(architecture: dict[str, Any], feature_layer: int, k: int, text_tokens: int) -> float:
+    from edgecompress.engine.memory import vision_images
+
     vision = architecture["vision_config"]
     text = architecture["text_config"]
-    return vision_flops(vision, feature_layer + 1, k, text["hidden_size"]) + prefill_flops(text, text_tokens + k)
+    images = vision_images(architecture)
+    return vision_flops(vision, feature_layer + 1, k, text["hidden_size"], images) + prefill_flops(text, text_tokens + k)
