@@ -58,9 +58,9 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _draw(draw: ImageDraw.ImageDraw, item: Item) -> None:
+def _draw(draw: ImageDraw.ImageDraw, item: Item, fill=None) -> None:
     x0, y0, x1, y1 = item.box
-    fill = COLOURS[item.colour]
+    fill = COLOURS[item.colour] if fill is None else fill
     if item.shape == "circle":
         draw.ellipse(item.box, fill=fill)
     elif item.shape == "square":

@@ -55,8 +55,9 @@ def _corpus() -> list[str]:
     return lines * 8
 
 
-def build_tokenizer(vocab_size: int, max_length: int = 2048):
-    """A byte-level BPE tokenizer (any text encodes), trained deterministically."""
+def build_tokenizer(vocab_size: int, max_length: int = 2048, corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer (any text encodes), trained deterministically on the fixed
+    corpus plus ``corpus`` (the trained tiny-llava adds every question and answer it uses)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -69,7 +70,7 @@ def build_tokenizer(vocab_size: int, max_length: int = 2048):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(_corpus() + [line for line in corpus or [] for _ in range(8)], trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )

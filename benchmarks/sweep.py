@@ -1,0 +1,126 @@
+"""Accuracy against budget: every method at budgets 5-100% on the shapes VQA test split.
+
+    python benchmarks/sweep.py                       # trained tiny-llava, data/ (made if missing)
+    python benchmarks/sweep.py --budgets 10%,20% --methods hired,random --out out/sweep-small
+
+For each method and budget it exports a bundle (fp32), runs `edgecompress validate` on the test
+split (the bundle in ONNX Runtime, the pruned and unpruned model in PyTorch), and prints a
+Markdown table; it writes the table, a JSON of every summary and a PNG plot of accuracy against
+budget (drawn with PIL) into --out. `none` is the unpruned model (100%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COLOURS = {"none": (90, 90, 90), "hired": (214, 39, 40), "random": (31, 119, 180), "pool": (44, 160, 44)}
+
+
+def plot(results: dict[str, dict[float, float]], path: Path, title: str) -> None:
+    """Accuracy (%) against budget (%), one line per method, as a PNG."""
+    from PIL import Image, ImageDraw
+
+    width, height, left, right, top, bottom = 760, 480, 70, 150, 40, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    x0, x1, y0, y1 = left, width - right, height - bottom, top
+
+    def at(budget: float, accuracy: float) -> tuple[float, float]:
+        return x0 + (x1 - x0) * budget / 100, y0 - (y0 - y1) * accuracy / 100
+
+    draw.text((left, 12), title, fill="black")
+    for value in range(0, 101, 20):  # grid and tick labels
+        _, y = at(0, value)
+        draw.line((x0, y, x1, y), fill=(225, 225, 225))
+        draw.text((x0 - 34, y - 6), f"{value}%", fill="black")
+        x, _ = at(value, 0)
+        draw.line((x, y0, x, y1), fill=(235, 235, 235))
+        draw.text((x - 12, y0 + 8), f"{value}%", fill="black")
+    draw.rectangle((x0, y1, x1, y0), outline="black")
+    draw.text(((x0 + x1) // 2 - 60, height - 28), "visual-token budget", fill="black")
+    draw.text((8, top - 24), "accuracy", fill="black")
+    for row, (method, points) in enumerate(results.items()):
+        colour = COLOURS.get(method, (0, 0, 0))
+        xy = [at(b, a) for b, a in sorted(points.items())]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=3)
+        for x, y in xy:
+            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+        ly = top + 20 + row * 22
+        draw.line((x1 + 16, ly, x1 + 46, ly), fill=colour, width=3)
+        draw.text((x1 + 54, ly - 6), method, fill="black")
+    image.save(path)
+
+
+def report(summaries: list[dict], out: Path, model: str, test: Path) -> None:
+    """The Markdown table (printed and written) and the PNG plot of a sweep's summaries."""
+    unpruned = summaries[0]["accuracies"]["pytorch_unpruned"]
+    lines = [f"{model}, `{test}` ({summaries[0]['questions']} questions), bundles in ONNX Runtime (fp32); "
+             f"unpruned accuracy {unpruned:.1%}", "",
+             "| method | budget | K | accuracy | retained (of unpruned) | " + " | ".join(summaries[0]["by_type"]) +
+             " | bundle = PyTorch pruned |",
+             "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|"]
+    for s in summaries:
+        by_type = " | ".join(f"{entry['bundle']:.0%}" for entry in s["by_type"].values())
+        retained = f"{s['accuracy'] / unpruned:.1%}" if unpruned else "-"
+        lines.append(f"| {s['method']} | {s['budget']} | {s['k']} | {s['accuracy']:.1%} | "
+                     f"{retained} | {by_type} | {s['agreement']['bundle_vs_pytorch_pruned']:.0%} |")
+    table = "\n".join(lines)
+    (out / "sweep.md").write_text(table + "\n")
+    print("\n" + table)
+
+    series: dict[str, dict[float, float]] = {"none": {100.0: 100 * summaries[0]["accuracy"]}}
+    for s in summaries[1:]:
+        series.setdefault(s["method"], {})[float(s["budget"].rstrip("%"))] = 100 * s["accuracy"]
+    plot(series, out / "sweep.png", f"{model}: accuracy on {summaries[0]['questions']} shapes questions")
+    print(f"\nwrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-llava")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="a shapes data set folder (made if missing)")
+    parser.add_argument("--count", type=int, default=500, help="images when the data set is made (20%% are the test split)")
+    parser.add_argument("--seed", type=int, default=1, help="data set seed when it is made")
+    parser.add_argument("--budgets", default="5%,10%,20%,30%,50%,100%")
+    parser.add_argument("--methods", default="hired,random,pool")
+    parser.add_argument("--out", type=Path, default=Path("out/sweep"))
+    args = parser.parse_args()
+
+    from transformers.utils import logging as hf_logging
+
+    from edgecompress import export_bundle
+    from edgecompress.data.shapes import generate_shapes
+    from edgecompress.validate import validate_bundle
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    test = args.data / "test.jsonl"
+    if not test.exists():
+        generate_shapes(args.data, count=args.count, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    budgets = args.budgets.split(",")
+    runs = [("none", "100%")] + [(m, b) for m in args.methods.split(",") for b in budgets]
+    summaries = []
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, budget in runs:
+            bundle = export_bundle(args.model, method=method, budget=None if method == "none" else budget,
+                                   precision="fp32", out=Path(tmp) / f"{method}-{budget.rstrip('%')}")
+            summary, _ = validate_bundle(bundle, test)
+            summary.update(method=method, budget=budget)
+            summaries.append(summary)
+            print(f"{method:7} {budget:>5}  K={summary['k']:4d}  bundle {summary['accuracy']:.1%}  "
+                  f"({time.time() - start:.0f}s)", flush=True)
+    (args.out / "sweep.json").write_text(json.dumps(summaries, indent=1))
+    report(summaries, args.out, args.model, test)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
