@@ -22,24 +22,19 @@ def main() -> int:
     parser.add_argument("--precision", default="fp16")
     args = parser.parse_args()
 
-    from edgecompress.budget import resolve_budget
-    from edgecompress.engine.memory import GIB, parameter_counts, plan_memory, unpruned_image_tokens, vision_images
+    from edgecompress.engine.memory import GIB, image_tokens_at, parameter_counts, plan_memory
     from edgecompress.engine.profiles import load_profile
     from edgecompress.recipes import resolve_model
 
     config = resolve_model(args.model).recipe.config
     counts = parameter_counts(config)
-    vision = config["vision_config"]
-    n = (vision["image_size"] // vision["patch_size"]) ** 2 * vision_images(config)  # LLaVA-NeXT: every slot
     print(f"\n{args.model}, {args.precision}; GiB\n")
     print("| profile | budget | K | context | weights | embedding table | KV cache | activations (est.) | workspace | reserved | total | capacity | fits |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.profiles.split(","):
         profile = load_profile(name)
         for budget in args.budgets.split(","):
-            k = resolve_budget(budget, n).k
-            if k == n:  # unpruned: what the model's own packing feeds the language model
-                k = unpruned_image_tokens(config)
+            k = image_tokens_at(config, budget)  # LLaVA-NeXT: against the largest grid; 100% = its own packing
             plan = plan_memory(config, k, profile, args.precision, counts=counts)
             r = {key: value / GIB for key, value in plan.rows.items()}
             weights = r["weights (vision)"] + r["weights (decoder)"]

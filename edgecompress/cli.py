@@ -173,8 +173,7 @@ def plan(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the profile's)."),
 ):
     """Show the memory plan of a model on a device at a budget, without exporting or downloading anything."""
-    from edgecompress.budget import resolve_budget
-    from edgecompress.engine.memory import plan_memory
+    from edgecompress.engine.memory import image_tokens_at, plan_memory
     from edgecompress.engine.profiles import load_profile
     from edgecompress.recipes import resolve_model
 
@@ -188,9 +187,7 @@ def plan(
         architecture = json.loads((Path(spec.location) / "config.json").read_text())
     else:
         raise EdgeCompressError(f"plan needs the architecture of {model!r}", hint="Pass a recipe name or a local folder with a config.json.")
-    vision = architecture["vision_config"]
-    n = (vision["image_size"] // vision["patch_size"]) ** 2
-    result = plan_memory(architecture, resolve_budget(budget, n).k, target, precision)
+    result = plan_memory(architecture, image_tokens_at(architecture, budget), target, precision)
     out_console.print(result.table())
     if not result.fits:
         raise typer.Exit(1)

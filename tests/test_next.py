@@ -294,6 +294,16 @@ def test_cli_runs_a_next_bundle(next_bundles, next_images, tmp_path):
     assert result.returncode == 0 and "anyres" in result.stdout
 
 
+def test_plan_resolves_the_budget_as_export_does():
+    """`plan` (no download, no export) takes K against the largest grid, and at 100% the packed count."""
+    from tests.conftest import run_cli
+
+    result = run_cli("plan", "llava-next", "--profile", "rtx-4090")
+    assert result.returncode == 0 and "K = 576," in result.stdout
+    result = run_cli("plan", "llava-next", "--profile", "rtx-4090", "--budget", "100%")
+    assert result.returncode == 0 and "K = 2928," in result.stdout
+
+
 def test_methods_without_a_next_lowering_are_refused(tmp_path):
     from tests.conftest import run_cli
 

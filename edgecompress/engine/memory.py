@@ -118,6 +118,17 @@ def unpruned_image_tokens(architecture: dict[str, Any]) -> int:
     return side * side + max((rows * cols + rows for rows, cols in tiles), default=0)
 
 
+def image_tokens_at(architecture: dict[str, Any], budget: str) -> int:
+    """K, the image tokens the language model reads at ``budget``: resolved against every vision
+    slot (LLaVA-NeXT: the largest grid, as export does); at 100%, the model's own unpruned count."""
+    from edgecompress.budget import resolve_budget
+
+    vision = architecture["vision_config"]
+    n = (vision["image_size"] // vision["patch_size"]) ** 2 * vision_images(architecture)
+    k = resolve_budget(budget, n).k
+    return unpruned_image_tokens(architecture) if k == n else k
+
+
 def vision_images(architecture: dict[str, Any]) -> int:
     """Images the vision graph encodes at once: 1, or for LLaVA-NeXT the base plus the most tiles."""
     pinpoints = architecture.get("image_grid_pinpoints")
