@@ -294,6 +294,16 @@ def test_cli_runs_a_next_bundle(next_bundles, next_images, tmp_path):
     assert result.returncode == 0 and "anyres" in result.stdout
 
 
+def test_a_llava_next_folder_is_recognised_by_its_config(tiny_next, tmp_path):
+    """A local llava-hf folder with model_type llava_next exports as LLaVA-NeXT, no recipe needed."""
+    from tests.conftest import run_cli
+
+    result = run_cli("export", str(tiny_next.checkpoint_dir), "--vision-only", "--out", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["model"]["family"] == "llava-next" and manifest["k"] == 576 and manifest["source"]["kind"] == "folder"
+
+
 def test_plan_resolves_the_budget_as_export_does():
     """`plan` (no download, no export) takes K against the largest grid, and at 100% the packed count."""
     from tests.conftest import run_cli
