@@ -170,7 +170,9 @@ class LlavaNextPrunedVision(nn.Module):
     2. allocation: the base image's top floor(N (1 - alpha)) patches by *layer-0* CLS attention
        are counted in the 2D region of the base image each tile covers; the counts split
        sub_total by largest-remainder rounding, each tile capped at the tokens it has inside
-       the image (``tile_mask``), so the quotas sum exactly to sub_total;
+       the image (``tile_mask``), so the quotas sum exactly to sub_total (an extremely thin
+       image can have fewer tokens inside it: every one is kept, the rest is filled from its
+       padding, earliest first, so K stays fixed);
     3. tiles: rank within tile (padding tokens last) < quota, then one constant-K TopK, then
        the kept tokens re-ordered row-major over the whole tiled token grid.
 
