@@ -223,7 +223,7 @@ def run(
         t = result.timings
         rate = t["decode_tokens"] / t["decode_s"] if t["decode_s"] > 0 else float("nan")
         console.print(
-            f"[dim]{result.prompt_tokens} prompt tokens ({pipe.k} image), {len(result.token_ids)} generated "
+            f"[dim]{result.prompt_tokens} prompt tokens ({result.image_tokens} image), {len(result.token_ids)} generated "
             f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, decode {rate:.1f} tokens/s[/dim]"
         )
 

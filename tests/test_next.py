@@ -255,6 +255,8 @@ def test_none_bundle_generates_what_transformers_generates(tiny_next, next_proce
     for prompt in PROMPTS:
         ref = transformers_generate(tiny_next.model, next_processor, next_images[size], prompt, MAX_NEW)
         got = pipe.generate_full(next_images[size], prompt, max_new_tokens=MAX_NEW)
+        layout = layout_for((next_images[size].height, next_images[size].width), tiny_next.anyres_record())
+        assert got.image_tokens == len(layout.packed_order()) < manifest["k"]
         assert got.token_ids == ref.token_ids
         np.testing.assert_allclose(got.prefill_logits, ref.prefill_logits.numpy(), atol=1e-4)
 
@@ -265,7 +267,7 @@ def test_pruned_bundle_matches_the_pytorch_pipeline(tiny_next, next_processor, n
     for prompt in PROMPTS:
         ref = pruned_generate(tiny_next.model, next_processor, hired_module, next_images[size], prompt, MAX_NEW)
         got = pipe.generate_full(next_images[size], prompt, max_new_tokens=MAX_NEW)
-        assert got.kept_indices.tolist() == ref.kept_indices and len(ref.kept_indices) == 576
+        assert got.kept_indices.tolist() == ref.kept_indices and len(ref.kept_indices) == got.image_tokens == 576
         assert got.token_ids == ref.token_ids
         np.testing.assert_allclose(got.prefill_logits, ref.prefill_logits.numpy(), atol=1e-4)
 

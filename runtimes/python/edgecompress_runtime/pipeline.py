@@ -27,6 +27,7 @@ class Generation:
     stopped_by: str  # "eos" | "max_new_tokens"
     timings: dict[str, float] = field(default_factory=dict)
     prefill_logits: np.ndarray | None = None
+    image_tokens: int = 0  # image embeddings the language model read (K, or the packed count)
 
 
 class Pipeline:
@@ -194,4 +195,4 @@ class Pipeline:
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         if on_text is not None and len(text) > len(emitted):
             on_text(text[len(emitted) :])
-        return Generation(text, generated, length, kept[0], stopped_by, timings, prefill_logits)
+        return Generation(text, generated, length, kept[0], stopped_by, timings, prefill_logits, image_embeds.shape[1])
