@@ -151,8 +151,14 @@ class VisionHeads:
         )
         with torch.no_grad():
             outline = on_object & (shape >= 0)
-            right = (colour_out.argmax(-1) == colour) & (shape_out.argmax(-1) == shape)
-        return loss, right[outline].float().mean().item()
+            colour_right = colour_out.argmax(-1) == colour
+            shape_right = shape_out.argmax(-1) == shape
+            rates = {
+                "both": (colour_right & shape_right)[outline].float().mean().item(),
+                "colour": colour_right[on_object].float().mean().item(),
+                "shape": shape_right[outline].float().mean().item(),
+            }
+        return loss, rates
 
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "tiny-llava-shapes.toml"
@@ -202,10 +208,11 @@ def train(out: Path, *, seed: int = 0, vision_steps: int = 2000, lm_steps: int =
     for step in range(vision_steps):
         samples, pixels = batch_of_images()
         hidden = tower(pixels, output_hidden_states=True).hidden_states[feature_index]
-        loss, accuracy = heads.loss(hidden, samples, side, patch, size)
+        loss, rates = heads.loss(hidden, samples, side, patch, size)
         step_with(optimiser, params, loss, step, vision_steps, [3e-3])
         if step % 100 == 0 or step == vision_steps - 1:
-            log(f"vision {step:4d}/{vision_steps}  loss {loss.item():.3f}  outline patches right {accuracy:.3f}  "
+            log(f"vision {step:4d}/{vision_steps}  loss {loss.item():.3f}  outline patches right {rates['both']:.3f}  "
+                f"(colour of object patches {rates['colour']:.3f}, shape of outline patches {rates['shape']:.3f})  "
                 f"({time.time() - start:.0f}s)")
 
     # -- stage 2: projector and language model on the questions (tower fine-tuned slowly, the

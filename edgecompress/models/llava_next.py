@@ -16,7 +16,6 @@ total - base_k. K = total for every image and grid.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +196,7 @@ class LlavaNextPrunedVision(nn.Module):
         self.encoder = LlavaPrunedVision(adapter, method, split.total if split else adapter.num_patches)
         self.feature_layer = len(self.encoder.layers) - 1
         self.n, self.tiles = adapter.num_patches, adapter.max_tiles
+        self.grids = adapter.grids
         self.split = split
         regions, canvas = adapter.grid_tables()
         self.register_buffer("regions", regions, persistent=False)
@@ -256,7 +256,7 @@ def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tens
     bool marks tile tokens inside the image. Returns kept indices in the bundle's index space
     (base p -> p, tile t patch p -> N + t N + p), in packing order.
     """
-    n, side = module.n, math.isqrt(module.n)
+    n = module.n
     tiles = grid[0] * grid[1]
     with torch.no_grad():
         _, scores, layer0 = module.scores(pixel_values)
@@ -267,14 +267,8 @@ def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tens
     for t in range(tiles):
         if int(quotas[t]):
             chosen += (top_k_in_order(scores[1 + t], int(quotas[t])) + t * n).tolist()
-    grid_w = grid[1]
-
-    def canvas_position(flat: int) -> int:
-        t, p = divmod(flat, n)
-        row, col = divmod(t, grid_w)
-        return (row * side + p // side) * grid_w * side + col * side + p % side
-
-    kept = sorted((f for f in chosen if bool(unpadded[f])), key=canvas_position)
+    position = module.canvas[module.grids.index(tuple(grid))]  # each tile token's place on the tiled grid
+    kept = sorted((f for f in chosen if bool(unpadded[f])), key=lambda f: int(position[f]))
     return base + [n + f for f in kept]
 
 
