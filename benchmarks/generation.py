@@ -1,7 +1,7 @@
 """Time to first token and decode speed: the torch-free runtime (ONNX Runtime CPU) against
 transformers eager, at budgets 100% (method none) and 20% (HiRED).
 
-    python benchmarks/generation.py                       # tiny-llava
+    python benchmarks/generation.py                       # tiny-llava-random
     python benchmarks/generation.py --model benchmarks/recipes/llava-1b.toml --runs 2
     python benchmarks/generation.py --model tiny-llava-next --size 1000x480   # anyres: base + 1x3 tiles
 
@@ -35,7 +35,7 @@ def timed(fn, runs):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-llava")
+    parser.add_argument("--model", default="tiny-llava-random")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prompt", default="Describe the image in detail.")

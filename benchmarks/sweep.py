@@ -1,6 +1,6 @@
 """Accuracy against budget: every method at budgets 5-100% on the shapes VQA test split.
 
-    python benchmarks/sweep.py                       # trained tiny-llava, data/ (made if missing)
+    python benchmarks/sweep.py                       # tiny-llava, out/data-shapes (made if missing)
     python benchmarks/sweep.py --budgets 10%,20% --methods hired,random --out out/sweep-small
 
 For each method and budget it exports a bundle (fp32), runs `edgecompress validate` on the test
@@ -57,11 +57,33 @@ def plot(results: dict[str, dict[float, float]], path: Path, title: str) -> None
     image.save(path)
 
 
+def answer_prior(test: Path) -> float | None:
+    """Accuracy of answering without the image: the most frequent train-split answer for the
+    question's text (or, for a text never seen, its type). None without a train split."""
+    from collections import Counter, defaultdict
+
+    train = test.with_name("train.jsonl")
+    if not train.exists():
+        return None
+    by_text, by_type = defaultdict(Counter), defaultdict(Counter)
+    for line in train.read_text().splitlines():
+        row = json.loads(line)
+        by_text[row["question"]][row["answer"]] += 1
+        by_type[row.get("type")][row["answer"]] += 1
+    rows = [json.loads(line) for line in test.read_text().splitlines() if line.strip()]
+    right = sum((by_text[r["question"]] or by_type[r.get("type")] or Counter({"": 1})).most_common(1)[0][0] == r["answer"]
+                for r in rows)
+    return right / len(rows)
+
+
 def report(summaries: list[dict], out: Path, model: str, test: Path) -> None:
     """The Markdown table (printed and written) and the PNG plot of a sweep's summaries."""
     unpruned = summaries[0]["accuracies"]["pytorch_unpruned"]
+    prior = answer_prior(test)
     lines = [f"{model}, `{test}` ({summaries[0]['questions']} questions), bundles in ONNX Runtime (fp32); "
-             f"unpruned accuracy {unpruned:.1%}", "",
+             f"unpruned accuracy {unpruned:.1%}"
+             + (f"; without the image (the train split's most frequent answer to each question) {prior:.1%}"
+                if prior is not None else ""), "",
              "| method | budget | K | accuracy | retained (of unpruned) | " + " | ".join(summaries[0]["by_type"]) +
              " | bundle = PyTorch pruned |",
              "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|"]
@@ -84,8 +106,8 @@ def report(summaries: list[dict], out: Path, model: str, test: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny-llava")
-    parser.add_argument("--data", type=Path, default=Path("data"), help="a shapes data set folder (made if missing)")
-    parser.add_argument("--count", type=int, default=500, help="images when the data set is made (20%% are the test split)")
+    parser.add_argument("--data", type=Path, default=Path("out/data-shapes"), help="a shapes data set folder (made if missing)")
+    parser.add_argument("--count", type=int, default=1000, help="images when the data set is made (20%% are the test split)")
     parser.add_argument("--seed", type=int, default=1, help="data set seed when it is made")
     parser.add_argument("--budgets", default="5%,10%,20%,30%,50%,100%")
     parser.add_argument("--methods", default="hired,random,pool")

@@ -1,6 +1,6 @@
 """Export time and vision-graph latency across budgets: ONNX Runtime vs PyTorch eager.
 
-    python benchmarks/vision_latency.py                         # tiny-llava, fp32
+    python benchmarks/vision_latency.py                         # tiny-llava-random, fp32
     python benchmarks/vision_latency.py --model llava --random-weights --precision fp32 --runs 5
 
 For each budget it exports a bundle (timed), then times one image through
@@ -37,7 +37,7 @@ def median_ms(fn, runs: int, warmup: int = 2) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-llava")
+    parser.add_argument("--model", default="tiny-llava-random")
     parser.add_argument("--budgets", default="100%,50%,20%,10%")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--random-weights", action="store_true")

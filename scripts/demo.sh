@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the main job on the embedded default model, offline:
-# export tiny-llava at a 20% HiRED budget, inspect the bundle, and run it on a picture
-# with the torch-free runtime.
+# export tiny-llava (trained on the shapes questions) at a 20% HiRED budget, inspect the
+# bundle, make a few shapes pictures, and answer their questions with the torch-free runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 edgecompress export tiny-llava --budget 20% --force
 edgecompress inspect out/tiny-llava-hired-b20
+edgecompress dataset shapes --out out/demo-data --count 20 --seed 3 --force
 python - <<'PY'
-from PIL import Image, ImageDraw
-image = Image.new("RGB", (480, 360), (230, 230, 215))
-draw = ImageDraw.Draw(image)
-draw.rectangle((30, 40, 150, 160), fill=(20, 60, 200))
-draw.ellipse((260, 80, 420, 240), fill=(240, 200, 0))
-image.save("out/demo.png")
+import json, subprocess
+for line in open("out/demo-data/test.jsonl"):
+    row = json.loads(line)
+    print(f"\n{row['image']}: {row['question']}  (expected: {row['answer']})", flush=True)
+    subprocess.run(["edgecompress", "run", "out/tiny-llava-hired-b20", "--image", f"out/demo-data/{row['image']}",
+                    "--prompt", row["question"], "--max-new-tokens", "4"], check=True)
 PY
-edgecompress run out/tiny-llava-hired-b20 --image out/demo.png --prompt "What is in the picture?" --max-new-tokens 16 --stats
-echo "(tiny-llava has random weights until issue #6 ships a trained one: the answer is not meant to make sense.)"
+edgecompress validate out/tiny-llava-hired-b20 --dataset out/demo-data/test.jsonl

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real tiny-llava checkpoint, real test images, real exported bundles.
+"""Shared fixtures: the real tiny-llava-random checkpoint, real test images, real exported bundles.
 
 Everything is built once per session: the checkpoint into a private cache (so tests never
 depend on, or write to, the user's ~/.cache), bundles into a session temp folder.
@@ -65,7 +65,7 @@ def images():
 def tiny_spec():
     from edgecompress.recipes import resolve_model
 
-    return resolve_model("tiny-llava")
+    return resolve_model("tiny-llava-random")
 
 
 @pytest.fixture(scope="session")
@@ -113,9 +113,9 @@ def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
 
     root = tmp_path_factory.mktemp("bundles")
     return {
-        "hired-fp32": export_bundle("tiny-llava", budget="20%", precision="fp32", out=root / "hired-fp32"),
-        "hired-fp16": export_bundle("tiny-llava", budget="20%", precision="fp16", out=root / "hired-fp16"),
-        "none-fp32": export_bundle("tiny-llava", method="none", precision="fp32", out=root / "none-fp32"),
+        "hired-fp32": export_bundle("tiny-llava-random", budget="20%", precision="fp32", out=root / "hired-fp32"),
+        "hired-fp16": export_bundle("tiny-llava-random", budget="20%", precision="fp16", out=root / "hired-fp16"),
+        "none-fp32": export_bundle("tiny-llava-random", method="none", precision="fp32", out=root / "none-fp32"),
     }
 
 

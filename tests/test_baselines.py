@@ -19,7 +19,7 @@ from edgecompress_runtime import Pipeline
 @pytest.fixture(scope="module")
 def baseline_bundles(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("baselines")
-    return {m: export_bundle("tiny-llava", method=m, budget="20%", precision="fp32", out=root / m) for m in ("random", "pool")}
+    return {m: export_bundle("tiny-llava-random", method=m, budget="20%", precision="fp32", out=root / m) for m in ("random", "pool")}
 
 
 def vision(bundle, pixel_values):

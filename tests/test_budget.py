@@ -54,8 +54,8 @@ def test_bad_budgets_are_refused_with_a_reason(spec, words):
 
 
 def test_default_bundle_names():
-    assert default_bundle_name("tiny-llava", "hired", "20%") == "tiny-llava-hired-b20"
-    assert default_bundle_name("tiny-llava", "hired", "0.2") == "tiny-llava-hired-b20"
-    assert default_bundle_name("tiny-llava", "hired", "115") == "tiny-llava-hired-k115"
-    assert default_bundle_name("tiny-llava", "hired", "12.5%") == "tiny-llava-hired-b12p5"
-    assert default_bundle_name("tiny-llava", "none", "100%") == "tiny-llava-none"
+    assert default_bundle_name("tiny-llava-random", "hired", "20%") == "tiny-llava-random-hired-b20"
+    assert default_bundle_name("tiny-llava-random", "hired", "0.2") == "tiny-llava-random-hired-b20"
+    assert default_bundle_name("tiny-llava-random", "hired", "115") == "tiny-llava-random-hired-k115"
+    assert default_bundle_name("tiny-llava-random", "hired", "12.5%") == "tiny-llava-random-hired-b12p5"
+    assert default_bundle_name("tiny-llava-random", "none", "100%") == "tiny-llava-random-none"

@@ -14,9 +14,9 @@ def workdir(tmp_path_factory, tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def default_export(workdir):
-    result = run_cli("export", "tiny-llava", "--budget", "20%", cwd=workdir)
+    result = run_cli("export", "tiny-llava-random", "--budget", "20%", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    return workdir / "out" / "tiny-llava-hired-b20", result
+    return workdir / "out" / "tiny-llava-random-hired-b20", result
 
 
 def test_export_writes_the_default_bundle_and_reports_steps(default_export):
@@ -25,8 +25,8 @@ def test_export_writes_the_default_bundle_and_reports_steps(default_export):
         "decoder.onnx", "decoder.onnx.data", "embed_tokens.npy", "manifest.json", "tokenizer.json",
         "vision.onnx", "vision.onnx.data",
     ]
-    assert "Bundle written to out/tiny-llava-hired-b20" in result.stdout
-    for step in ("Loading tiny-llava", "Exporting vision graph (K=115 of 576, fp32)", "Verifying vision graph",
+    assert "Bundle written to out/tiny-llava-random-hired-b20" in result.stdout
+    for step in ("Loading tiny-llava-random", "Exporting vision graph (K=115 of 576, fp32)", "Verifying vision graph",
                  "Exporting decoder graph (4 layers, KV cache, fp32)", "Verifying decoder graph"):
         assert step in result.stderr
 
@@ -59,7 +59,7 @@ def test_inspect_names_a_tampered_file(tmp_path, default_export):
 def test_export_refuses_to_overwrite_without_force(default_export, workdir):
     bundle, _ = default_export
     before = (bundle / "manifest.json").read_bytes()
-    result = run_cli("export", "tiny-llava", "--budget", "20%", cwd=workdir)
+    result = run_cli("export", "tiny-llava-random", "--budget", "20%", cwd=workdir)
     assert result.returncode == 2 and "already exists" in result.stderr and "--force" in result.stderr
     assert (bundle / "manifest.json").read_bytes() == before
 
@@ -67,7 +67,7 @@ def test_export_refuses_to_overwrite_without_force(default_export, workdir):
 def test_list_models_and_methods():
     models = run_cli("list", "models")
     assert models.returncode == 0
-    for name in ("llava-1.5-7b", "llava-1.5-13b", "tiny-llava", "llava-hf/llava-1.5-7b-hf"):
+    for name in ("llava-1.5-7b", "llava-1.5-13b", "tiny-llava-random", "llava-hf/llava-1.5-7b-hf"):
         assert name in models.stdout
     methods = run_cli("list", "methods")
     assert "hired" in methods.stdout and "none" in methods.stdout
@@ -83,12 +83,12 @@ def test_every_command_has_help_with_examples(command):
     "args, message",
     [
         (["export", "no-such-model"], "unknown model 'no-such-model'"),
-        (["export", "tiny-llava", "--budget", "0%"], "out of range"),
-        (["export", "tiny-llava", "--budget", "-3"], "negative"),
-        (["export", "tiny-llava", "--budget", "twenty"], "invalid budget 'twenty'"),
-        (["export", "tiny-llava", "--budget", "577"], "more than the 576 visual tokens"),
-        (["export", "tiny-llava", "--method", "fastv"], "unknown selection method 'fastv'"),
-        (["export", "tiny-llava", "--precision", "int4"], "unknown precision 'int4'"),
+        (["export", "tiny-llava-random", "--budget", "0%"], "out of range"),
+        (["export", "tiny-llava-random", "--budget", "-3"], "negative"),
+        (["export", "tiny-llava-random", "--budget", "twenty"], "invalid budget 'twenty'"),
+        (["export", "tiny-llava-random", "--budget", "577"], "more than the 576 visual tokens"),
+        (["export", "tiny-llava-random", "--method", "fastv"], "unknown selection method 'fastv'"),
+        (["export", "tiny-llava-random", "--precision", "int4"], "unknown precision 'int4'"),
         (["export", "llava-hf/llava-1.5-7b-hf"], "pass its path: edgecompress export ./llava-1.5-7b-hf"),
         (["inspect", "does-not-exist"], "does-not-exist does not exist"),
     ],
@@ -124,7 +124,7 @@ def test_folder_that_is_not_a_llava_checkpoint(tmp_path):
 
 def test_output_path_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("keep me")
-    result = run_cli("export", "tiny-llava", "--out", "taken", cwd=tmp_path)
+    result = run_cli("export", "tiny-llava-random", "--out", "taken", cwd=tmp_path)
     assert result.returncode == 2 and "output path taken is a file" in result.stderr
     assert (tmp_path / "taken").read_text() == "keep me"
 

@@ -106,7 +106,7 @@ def test_a_plan_that_does_not_fit_suggests_a_budget_that_does():
 def fp16_bundle(tmp_path_factory, tiny_checkpoint):
     from edgecompress import export_bundle
 
-    return export_bundle("tiny-llava", budget="20%", precision="fp16", out=tmp_path_factory.mktemp("trt") / "b")
+    return export_bundle("tiny-llava-random", budget="20%", precision="fp16", out=tmp_path_factory.mktemp("trt") / "b")
 
 
 def test_decoder_optimization_profiles_follow_k_and_the_token_limits(fp16_bundle):
@@ -211,7 +211,7 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
     from edgecompress.engine.builder import local_compute_capability
     from edgecompress_runtime import Pipeline
 
-    bundle = export_bundle("tiny-llava", precision="fp16", out=tmp_path / "gpu")
+    bundle = export_bundle("tiny-llava-random", precision="fp16", out=tmp_path / "gpu")
     cc = local_compute_capability()
     backend = "tensorrt" if HAVE_TRT else "tensorrt-rtx"
     text = (REPO / "profiles" / "rtx-4090.toml").read_text().replace('"8.9"', f'"{cc}"').replace('"tensorrt-rtx"', f'"{backend}"')
@@ -225,9 +225,9 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
 
 @needs_rtx
 def test_cli_build_and_export_with_profile(tmp_path, tiny_checkpoint):
-    result = run_cli("export", "tiny-llava", "--profile", "rtx-4090", cwd=tmp_path)  # fp16: the profile's precision
+    result = run_cli("export", "tiny-llava-random", "--profile", "rtx-4090", cwd=tmp_path)  # fp16: the profile's precision
     assert result.returncode == 0, result.stderr
-    bundle = tmp_path / "out" / "tiny-llava-hired-b20"
+    bundle = tmp_path / "out" / "tiny-llava-random-hired-b20"
     assert json.loads((bundle / "manifest.json").read_text())["precision"] == "fp16"
     assert "note:" not in result.stderr
     assert (bundle / "engines" / "rtx-4090" / "decoder.engine").exists()

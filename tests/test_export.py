@@ -36,7 +36,7 @@ def exported(tmp_path_factory, tiny_checkpoint):
         key = (precision, budget)
         if key not in cache:
             out = root / f"{precision}-{budget.rstrip('%')}"
-            cache[key] = export_bundle("tiny-llava", budget=budget, precision=precision, out=out)
+            cache[key] = export_bundle("tiny-llava-random", budget=budget, precision=precision, out=out)
         return cache[key]
 
     return get
@@ -99,7 +99,7 @@ def test_manifest_records_the_contract(bundles):
     bundle = bundles["hired-fp32"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
-    assert manifest["recipe"]["name"] == "tiny-llava"
+    assert manifest["recipe"]["name"] == "tiny-llava-random"
     assert manifest["method"] == "hired" and manifest["precision"] == "fp32"
     assert (manifest["n"], manifest["k"]) == (576, 115)
     assert manifest["budget"]["spec"] == "20%" and manifest["budget"]["rule"].startswith("K = min(N, floor(N * rate))")
@@ -172,18 +172,18 @@ def test_interrupted_export_leaves_nothing(tmp_path, tiny_checkpoint, monkeypatc
     monkeypatch.setattr(verifier, "verify_graph", interrupt)
     out = tmp_path / "bundle"
     with pytest.raises(KeyboardInterrupt):
-        export_bundle("tiny-llava", out=out)
+        export_bundle("tiny-llava-random", out=out)
     assert list(tmp_path.iterdir()) == []  # no bundle, no staging folder
 
 
 def test_existing_bundle_is_kept_without_force_and_replaced_with_it(tmp_path, tiny_checkpoint):
     out = tmp_path / "b"
-    export_bundle("tiny-llava", budget="10%", out=out)
+    export_bundle("tiny-llava-random", budget="10%", out=out)
     before = (out / "manifest.json").read_bytes()
     with pytest.raises(EdgeCompressError, match="already exists"):
-        export_bundle("tiny-llava", budget="20%", out=out)
+        export_bundle("tiny-llava-random", budget="20%", out=out)
     assert (out / "manifest.json").read_bytes() == before
-    export_bundle("tiny-llava", budget="20%", out=out, force=True)
+    export_bundle("tiny-llava-random", budget="20%", out=out, force=True)
     assert json.loads((out / "manifest.json").read_text())["k"] == 115
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # the old copy is gone
 
@@ -193,7 +193,7 @@ def test_force_never_deletes_a_folder_that_is_not_a_bundle(tmp_path, tiny_checkp
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
     with pytest.raises(EdgeCompressError, match="not an edgecompress bundle"):
-        export_bundle("tiny-llava", out=out, force=True)
+        export_bundle("tiny-llava-random", out=out, force=True)
     assert (out / "thesis.tex").read_text() == "do not delete"
 
 

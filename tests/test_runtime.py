@@ -216,7 +216,7 @@ def test_cli_run_errors_have_no_traceback(tmp_path, bundles):
 def test_vision_only_bundle_cannot_run(tmp_path, tiny_checkpoint, images):
     from edgecompress import export_bundle
 
-    bundle = export_bundle("tiny-llava", out=tmp_path / "v", vision_only=True)
+    bundle = export_bundle("tiny-llava-random", out=tmp_path / "v", vision_only=True)
     assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "vision.onnx", "vision.onnx.data"]
     with pytest.raises(EdgeCompressError, match="has no decoder graph"):
         Pipeline.load(bundle)
@@ -237,12 +237,12 @@ def test_fp16_bundle_matches_the_fp16_pytorch_pruned_pipeline(bundles, tiny_fp16
 
 
 def test_random_weights_bundle_runs_and_reproduces_the_seeded_checkpoint(tmp_path, pipelines, images):
-    """--random-weights builds the recipe's architecture from its seed: for tiny-llava that is the
+    """--random-weights builds the recipe's architecture from its seed: for tiny-llava-random that is the
     very checkpoint the recipe builds, so the bundle answers identically; its tokenizer comes
     without building any weights."""
     from edgecompress import export_bundle
 
-    bundle = export_bundle("tiny-llava", out=tmp_path / "rw", random_weights=True)
+    bundle = export_bundle("tiny-llava-random", out=tmp_path / "rw", random_weights=True)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["random_weights"] is True and manifest["tokenizer"] == {"file": "tokenizer.json"}
     result = Pipeline.load(bundle).generate_full(images["scene"], PROMPTS[0], max_new_tokens=MAX_NEW)

@@ -1,7 +1,8 @@
-"""The (experimental) training script for a shapes-VQA model: reproducible from its seed, and
-what it writes is a llava-hf checkpoint that edgecompress exports and validates like any other.
+"""The shipped, trained tiny-llava and the script that trains it.
 
-It does not yet reach the accuracy issue #6 asks for, so nothing here asserts accuracy."""
+The script is reproducible from its seed and writes a llava-hf checkpoint that edgecompress
+exports and validates like any other; the shipped weights (its output with the defaults) load
+offline as the default model and answer the shapes questions."""
 
 import importlib.util
 import json
@@ -40,7 +41,7 @@ def test_training_is_reproducible_from_the_seed(training, tmp_path):
 
 def test_patch_targets_follow_the_drawn_objects(training):
     """Each object claims the patches its pixels fill (at least a tenth of one), a small object
-    its best patch; a patch the object fills asks no shape (its outline is not in it)."""
+    its best patch; every patch an object claims carries its colour and its shape."""
     from edgecompress.data.shapes import Item
 
     items = [Item("square", "red", (0, 0, 96, 96)), Item("circle", "blue", (300, 300, 314, 314))]
@@ -50,7 +51,8 @@ def test_patch_targets_follow_the_drawn_objects(training):
     red, blue, background = training.COLOUR_NAMES.index("red"), training.COLOUR_NAMES.index("blue"), training.BACKGROUND_COLOUR
     assert (grid_colour[:2, :2] == red).all() and grid_colour[6, 6] == blue
     assert (grid_colour == background).sum() == 49 - 5
-    assert (grid_shape[:2, :2] == -100).all()  # filled by the square
+    assert (grid_shape[:2, :2] == training.SHAPES.index("square")).all()  # filled by the square
+    assert (grid_shape[grid_colour == background] == training.BACKGROUND_SHAPE).all()
     assert grid_shape[6, 6] == training.SHAPES.index("circle")
     assert half.reshape(7, 7)[0].tolist() == [0, 0, 0, 1, 1, 1, 1]
 
@@ -74,3 +76,40 @@ def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
     (report,) = (tmp_path / "b20" / "reports").glob("validate-*.json")
     summary = json.loads(report.read_text())
     assert summary["questions"] == 4 and summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
+
+
+def test_the_shipped_model_answers_the_shapes_questions(tmp_path):
+    """The default tiny-llava loads offline from the shipped weights, exports at 20% (49
+    patches: K = 9), and answers questions about a fresh data set (a seed the training never
+    used): the unpruned model in PyTorch most of them, the bundle exactly as the PyTorch pruned
+    pipeline does.
+
+    The data set is fixed by its seed and inference is deterministic, so the values are fixed:
+    measured 83.3% unpruned and 73.3% for the 20% bundle on these 30 questions. The thresholds
+    (70%, 60%) sit below them to absorb a different CPU's float round-off flipping a near-tie or
+    two (one question is 3.3%), and above what a model that ignores the image gets (the train
+    split's most frequent answer to each question is right on 39.5% of the sweep's test split:
+    benchmarks/sweep-tiny-llava.md)."""
+    data = generate_shapes(tmp_path / "data", count=150, seed=11)["test"]  # 30 questions
+    result = run_cli("export", "tiny-llava", "--budget", "20%", "--out", str(tmp_path / "b20"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "b20" / "manifest.json").read_text())
+    assert (manifest["n"], manifest["k"]) == (49, 9)
+    result = run_cli("validate", str(tmp_path / "b20"), "--dataset", str(data))
+    assert result.returncode == 0, result.stderr
+    (report,) = (tmp_path / "b20" / "reports").glob("validate-*.json")
+    summary = json.loads(report.read_text())
+    assert summary["questions"] == 30
+    assert summary["accuracies"]["pytorch_unpruned"] >= 0.70
+    assert summary["accuracy"] >= 0.60
+    assert summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
+
+
+def test_a_missing_shipped_checkpoint_is_a_clear_error(tmp_path):
+    recipe = (Path(__file__).resolve().parents[1] / "export" / "tiny-llava.toml").read_text()
+    path = tmp_path / "moved.toml"
+    path.write_text(recipe.replace('source = "bundled:weights/tiny-llava"', 'source = "bundled:weights/nowhere"'))
+    result = run_cli("export", str(path), "--out", str(tmp_path / "bundle"))
+    assert result.returncode == 2
+    assert "the shipped checkpoint weights/nowhere is missing" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bundle").exists()

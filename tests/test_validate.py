@@ -26,6 +26,34 @@ def test_generator_is_deterministic_for_a_seed(shapes, tmp_path):
     assert sha256_file(shapes / "images/00003.png") != sha256_file(tmp_path / "c" / "images/00003.png")
 
 
+def test_objects_sit_in_their_own_grid_cells():
+    """Every object lies inside its own block of 48-px cells (never two in one cell); a large one
+    fills a 1x1, 2x2 or 3x3 block less a 3-8 px margin, a small one is 18-30 px."""
+    import numpy as np
+
+    from edgecompress.data.shapes import CELL, _place
+
+    rng = np.random.default_rng(0)
+    sizes = []
+    for _ in range(300):
+        items = _place(rng, 336, 336, int(rng.integers(1, 5)))
+        cells = [{(y // CELL, x // CELL) for y in range(i.box[1], i.box[3]) for x in range(i.box[0], i.box[2])} for i in items]
+        for a in range(len(cells)):
+            for b in range(a + 1, len(cells)):
+                assert not cells[a] & cells[b], items
+        for item in items:
+            x0, y0, x1, y1 = item.box
+            size = x1 - x0
+            assert y1 - y0 == size and 0 <= x0 and x1 <= 336 and 0 <= y0 and y1 <= 336
+            if size <= 30:
+                assert size >= 18 and x0 // CELL == (x1 - 1) // CELL and y0 // CELL == (y1 - 1) // CELL
+            else:
+                span = round(size / CELL)
+                assert span in (1, 2, 3) and x0 % CELL == y0 % CELL == (span * CELL - size) // 2 and 3 <= x0 % CELL <= 8
+            sizes.append(size)
+    assert min(sizes) < 24 and max(sizes) > 120  # both ends of the size range occur
+
+
 def test_dataset_rows_are_well_formed(shapes):
     rows = [json.loads(line) for split in ("train", "test") for line in (shapes / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == 20 and len((shapes / "test.jsonl").read_text().splitlines()) == 4  # 20% test split

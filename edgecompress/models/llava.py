@@ -357,6 +357,8 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             from edgecompress.models.tiny import ensure_text_assets
 
             text_source = str(ensure_text_assets(recipe))
+        elif spec.location.startswith("bundled:"):
+            text_source = str(bundled_checkpoint(spec.location))
         elif spec.kind == "folder":
             text_source = spec.location
         return adapter_class(family)(
@@ -376,6 +378,10 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
         folder = ensure_tiny_checkpoint(recipe)
         source["checkpoint"] = str(folder)
         return _load_folder(folder, dtype, recipe, source)
+    if spec.location.startswith("bundled:"):
+        folder = bundled_checkpoint(spec.location)
+        source["checkpoint"] = str(folder)
+        return _load_folder(folder, dtype, recipe, source)
     if spec.kind == "folder":
         return _load_folder(Path(spec.location), dtype, recipe, source)
 
@@ -388,6 +394,20 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
     family_of_model_type(model.config.model_type, hub_id, family)
     preprocess = recipe.preprocess if recipe else {}
     return _from_full_model(model, dict(preprocess), recipe, source, None)
+
+
+def bundled_checkpoint(location: str) -> Path:
+    """The checkpoint folder a ``bundled:<path>`` recipe source names, shipped under export/."""
+    from edgecompress.recipes import data_dir
+
+    relative = location.removeprefix("bundled:")
+    folder = Path(str(data_dir("export", "edgecompress.recipes_data") / relative))
+    if not (folder / "config.json").is_file():
+        raise EdgeCompressError(
+            f"the shipped checkpoint {relative} is missing (looked in {folder})",
+            hint="Reinstall edgecompress, or retrain it: python benchmarks/train_tiny_llava.py --out export/weights/tiny-llava",
+        )
+    return folder
 
 
 def _hub_family(hub_id: str) -> str:
