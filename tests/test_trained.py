@@ -29,6 +29,18 @@ def quiet(line: str) -> None:
     pass
 
 
+def export_and_validate(model: str, data: Path, bundle: Path) -> dict:
+    """`edgecompress export MODEL --budget 20%` (49 patches: K = 9), then `validate`; the summary."""
+    result = run_cli("export", model, "--budget", "20%", "--out", str(bundle))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["n"], manifest["k"]) == (49, 9)
+    result = run_cli("validate", str(bundle), "--dataset", str(data))
+    assert result.returncode == 0, result.stderr
+    (report,) = (bundle / "reports").glob("validate-*.json")
+    return json.loads(report.read_text())
+
+
 def test_training_is_reproducible_from_the_seed(training, tmp_path):
     """Two short runs from the same seed write byte-identical weights; another seed does not."""
     a = training.train(tmp_path / "a", seed=3, vision_steps=2, lm_steps=2, batch=2, log=quiet)
@@ -67,14 +79,7 @@ def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(name).dtype for name in f.keys()} == {torch.float16}
     data = generate_shapes(tmp_path / "data", count=20, seed=1)["test"]
-    result = run_cli("export", str(folder), "--budget", "20%", "--out", str(tmp_path / "b20"))
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "b20" / "manifest.json").read_text())
-    assert (manifest["n"], manifest["k"]) == (49, 9)
-    result = run_cli("validate", str(tmp_path / "b20"), "--dataset", str(data))
-    assert result.returncode == 0, result.stderr
-    (report,) = (tmp_path / "b20" / "reports").glob("validate-*.json")
-    summary = json.loads(report.read_text())
+    summary = export_and_validate(str(folder), data, tmp_path / "b20")
     assert summary["questions"] == 4 and summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
 
 
@@ -91,14 +96,7 @@ def test_the_shipped_model_answers_the_shapes_questions(tmp_path):
     split's most frequent answer to each question is right on 39.5% of the sweep's test split:
     benchmarks/sweep-tiny-llava.md)."""
     data = generate_shapes(tmp_path / "data", count=150, seed=11)["test"]  # 30 questions
-    result = run_cli("export", "tiny-llava", "--budget", "20%", "--out", str(tmp_path / "b20"))
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "b20" / "manifest.json").read_text())
-    assert (manifest["n"], manifest["k"]) == (49, 9)
-    result = run_cli("validate", str(tmp_path / "b20"), "--dataset", str(data))
-    assert result.returncode == 0, result.stderr
-    (report,) = (tmp_path / "b20" / "reports").glob("validate-*.json")
-    summary = json.loads(report.read_text())
+    summary = export_and_validate("tiny-llava", data, tmp_path / "b20")
     assert summary["questions"] == 30
     assert summary["accuracies"]["pytorch_unpruned"] >= 0.70
     assert summary["accuracy"] >= 0.60
