@@ -1,7 +1,7 @@
 """Train the embedded default ``tiny-llava``: a small LLaVA-architecture model that answers the
 shapes questions of ``edgecompress dataset shapes``, on a CPU, reproducibly from a seed.
 
-    python benchmarks/train_tiny_llava.py --out out/tiny-llava-trained    # ~25 min on 2 cores
+    python benchmarks/train_tiny_llava.py --out out/tiny-llava-trained    # ~28 min on 2 cores
     edgecompress export out/tiny-llava-trained --budget 20%
     edgecompress validate out/tiny-llava-trained-hired-b20 --dataset data/test.jsonl
 
@@ -19,7 +19,7 @@ generated on the fly (never the data set's own images: a different seed):
 2. the projector and language model on every question type, the loss on the answer tokens and
    EOS, with the tower fine-tuned at a quarter of its learning rate and the stage-1 loss kept
    as an auxiliary (so CLS stays a summary of the image and HiRED's CLS attention stays
-   meaningful).
+   meaningful), and an alignment loss (``alignment_loss``) on the projected image tokens.
 
 The result is saved with ``save_pretrained`` (fp16 safetensors), with the tokenizer, the CLIP
 image processor and the chat template: a llava-hf folder that ``from_pretrained`` loads.
@@ -169,6 +169,8 @@ class VisionHeads:
 
 
 VISION_LR, LANGUAGE_LR = 1e-3, 2e-3  # peaks of the cosine schedules (50 warm-up steps)
+
+
 def alignment_loss(image_embeds, colour, shape, embeddings, words):
     """LLaVA's feature alignment, made explicit: an object patch's projected embedding points
     where the language model's input embeddings of its colour and shape words point (cosine), so

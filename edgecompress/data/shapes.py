@@ -74,7 +74,7 @@ def _draw(draw: ImageDraw.ImageDraw, item: Item, fill=None) -> None:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
-CELL = 48  # objects sit in cells of this many pixels (LLaVA-1.5 at 336 px sees a cell as 12 of its 14-px patches)
+CELL = 48  # objects sit in cells of this many pixels (about 12 of LLaVA-1.5's 14-px patches at 336 px)
 
 
 def _place(rng, width, height, count) -> list[Item]:
