@@ -43,9 +43,9 @@ def export_and_validate(model: str, data: Path, bundle: Path) -> dict:
 
 def test_training_is_reproducible_from_the_seed(training, tmp_path):
     """Two short runs from the same seed write byte-identical weights; another seed does not."""
-    a = training.train(tmp_path / "a", seed=3, vision_steps=2, lm_steps=2, batch=2, log=quiet)
-    b = training.train(tmp_path / "b", seed=3, vision_steps=2, lm_steps=2, batch=2, log=quiet)
-    c = training.train(tmp_path / "c", seed=4, vision_steps=2, lm_steps=2, batch=2, log=quiet)
+    a = training.train(tmp_path / "a", seed=3, vision_steps=2, lm_steps=2, batch=2, held_out=2, log=quiet)
+    b = training.train(tmp_path / "b", seed=3, vision_steps=2, lm_steps=2, batch=2, held_out=2, log=quiet)
+    c = training.train(tmp_path / "c", seed=4, vision_steps=2, lm_steps=2, batch=2, held_out=2, log=quiet)
     weights = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
     assert weights[0] == weights[1] != weights[2]
     assert (a / "tokenizer.json").read_bytes() == (c / "tokenizer.json").read_bytes()
@@ -53,11 +53,11 @@ def test_training_is_reproducible_from_the_seed(training, tmp_path):
 
 def test_patch_targets_follow_the_drawn_objects(training):
     """Each object claims the patches its pixels fill (at least a tenth of one), a small object
-    its best patch; every patch an object claims carries its colour and its shape."""
+    its best patch; every patch an object claims carries its colour, its shape and its side."""
     from edgecompress.data.shapes import Item
 
     items = [Item("square", "red", (0, 0, 96, 96)), Item("circle", "blue", (300, 300, 314, 314))]
-    presence, count, colour, shape, half = training.targets(items, side=7, patch=48, size=336)
+    presence, count, colour, shape, half, owner = training.targets(items, side=7, patch=48, size=336)
     assert count == 1 and presence.sum() == 2
     grid_colour, grid_shape = colour.reshape(7, 7), shape.reshape(7, 7)
     red, blue, background = training.COLOUR_NAMES.index("red"), training.COLOUR_NAMES.index("blue"), training.BACKGROUND_COLOUR
@@ -66,7 +66,71 @@ def test_patch_targets_follow_the_drawn_objects(training):
     assert (grid_shape[:2, :2] == training.SHAPES.index("square")).all()  # filled by the square
     assert (grid_shape[grid_colour == background] == training.BACKGROUND_SHAPE).all()
     assert grid_shape[6, 6] == training.SHAPES.index("circle")
-    assert half.reshape(7, 7)[0].tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert (owner.reshape(7, 7)[:2, :2] == 0).all() and owner.reshape(7, 7)[6, 6] == 1 and (owner == -1).sum() == 44
+    # the object's side (its centre against the middle) on its patches, the patch's half elsewhere
+    assert half.reshape(7, 7)[0].tolist() == [0, 0, 0, 1, 1, 1, 1] and half.reshape(7, 7)[6, 6] == 1
+    items = [Item("square", "red", (100, 0, 200, 96))]  # centre 150 < 168: left, over columns 2-4
+    half = training.targets(items, side=7, patch=48, size=336)[4].reshape(7, 7)
+    assert half[0].tolist() == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_packed_questions_are_computed_as_single_question_prompts(training):
+    """Stage 2 packs an image's questions into one row (shared image tokens, one attention block
+    per question); each question's logits equal those of its own prompt, built by the chat
+    template, run through transformers' LlavaForConditionalGeneration. Tolerance 1e-4: fp32, the
+    same weights, the same sums in another order (the rows are padded and masked differently)."""
+    import numpy as np
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from edgecompress.models.tiny import build_processor, build_tokenizer
+    from edgecompress.recipes import load_recipe_file
+    from edgecompress.reference import chat_text
+
+    recipe = load_recipe_file(training.RECIPE)
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**recipe.config)).eval()
+    tokenizer = build_tokenizer(512, corpus=training._corpus())
+    processor = build_processor(recipe, tokenizer)
+    rng = np.random.default_rng(5)
+    samples = [training.make_image(rng) for _ in range(2)]
+    pixels = training.pixel_values([s[0] for s in samples], recipe.preprocess)
+    pack = training.Packer(tokenizer, model.get_input_embeddings())
+    with torch.no_grad():
+        layer = model.config.vision_feature_layer  # LLaVA-1.5's "default" strategy: CLS dropped
+        hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[layer]
+        image_embeds = model.model.multi_modal_projector(hidden[:, 1:])
+        packed = pack(image_embeds, [s[2] for s in samples])
+        hidden = model.model.language_model(inputs_embeds=packed.inputs, position_ids=packed.positions,
+                                            attention_mask=packed.mask)
+        logits = model.lm_head(hidden.last_hidden_state)
+        assert [q[0] for q in packed.questions] == 2 * list(training.KINDS)
+        number = 0
+        for b, (image, _, qa) in enumerate(samples):
+            for kind, text, answer in qa:
+                row, at = torch.nonzero(packed.question == number, as_tuple=True)  # the answer's tokens
+                assert packed.prompt_end[number].tolist() == [b, at[0] - 1]
+                prompt = chat_text(processor, text) + tokenizer.decode(packed.target[row, at][:-1])  # teacher-forced
+                alone = processor(images=image, text=prompt, return_tensors="pt")
+                expected = model(**alone).logits[0, -len(at):]
+                torch.testing.assert_close(logits[row, at - 1], expected, atol=1e-4, rtol=0)
+                number += 1
+
+
+def test_the_pointer_names_the_object_a_question_is_about(training):
+    """Stage 2's pointer loss teaches one head to look at the object a question names: found by
+    its colour, shape and side as the data set words it, and none for a count question, an
+    absent object, or a description two objects fit."""
+    from edgecompress.data.shapes import Item
+
+    items = [Item("circle", "red", (0, 0, 40, 40)), Item("circle", "blue", (200, 0, 240, 40)),
+             Item("square", "red", (0, 100, 40, 140))]
+    expected = {
+        "Is there a red circle?": 0, "Is there a blue square?": None, "What colour is the square?": 2,
+        "What colour is the circle on the right?": 1, "What colour is the circle?": None,
+        "What shape is the blue object?": 1, "What shape is the red object?": None,
+        "Is the red square on the left or the right?": 2, "How many shapes are there?": None,
+    }
+    assert {q: training.referent(q, items) for q in expected} == expected
 
 
 def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
@@ -75,7 +139,7 @@ def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
     with the bundle's answers equal to the PyTorch pruned pipeline's."""
     from safetensors import safe_open
 
-    folder = training.train(tmp_path / "shapes", seed=0, vision_steps=3, lm_steps=3, batch=4, log=quiet)
+    folder = training.train(tmp_path / "shapes", seed=0, vision_steps=3, lm_steps=3, batch=4, held_out=4, log=quiet)
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(name).dtype for name in f.keys()} == {torch.float16}
     data = generate_shapes(tmp_path / "data", count=20, seed=1)["test"]
