@@ -154,16 +154,16 @@ def test_the_shipped_model_answers_the_shapes_questions(tmp_path):
     pipeline does.
 
     The data set is fixed by its seed and inference is deterministic, so the values are fixed:
-    measured 83.3% unpruned and 73.3% for the 20% bundle on these 30 questions. The thresholds
-    (70%, 60%) sit below them to absorb a different CPU's float round-off flipping a near-tie or
-    two (one question is 3.3%), and above what a model that ignores the image gets (the train
-    split's most frequent answer to each question is right on 39.5% of the sweep's test split:
-    benchmarks/sweep-tiny-llava.md)."""
+    measured 96.7% unpruned and 63.3% for the 20% bundle on these 30 questions. The thresholds
+    (90%, the issue's bar; 55%) sit two questions below them to absorb a different CPU's float
+    round-off flipping a near-tie or two (one question is 3.3%), and above what a model that
+    ignores the image gets (the train split's most frequent answer to each question is right on
+    39.5% of the sweep's test split: benchmarks/sweep-tiny-llava.md)."""
     data = generate_shapes(tmp_path / "data", count=150, seed=11)["test"]  # 30 questions
     summary = export_and_validate("tiny-llava", data, tmp_path / "b20")
     assert summary["questions"] == 30
-    assert summary["accuracies"]["pytorch_unpruned"] >= 0.70
-    assert summary["accuracy"] >= 0.60
+    assert summary["accuracies"]["pytorch_unpruned"] >= 0.90
+    assert summary["accuracy"] >= 0.55
     assert summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
 
 
