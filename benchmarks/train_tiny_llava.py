@@ -21,7 +21,8 @@ generated on the fly (never the data set's own images: a different seed):
    the image tokens, each exactly as its own single-question prompt), the loss on the answer
    tokens and EOS, with the tower fine-tuned at a quarter of its learning rate and the stage-1
    loss kept as an auxiliary (so CLS stays a summary of the image and HiRED's CLS attention
-   stays meaningful), an alignment loss (``alignment_loss``) on the projected image tokens, and
+   stays meaningful), an alignment loss (``alignment_loss``) on the projected image tokens
+   (towards the attribute words' embeddings, fixed orthonormal: ``fix_attribute_words``), and
    a pointer loss (``pointer_loss``) that teaches one attention head to look, from the token
    that predicts the answer, at the object the question names (or at ``<s>`` when it is absent).
    Without the pointer loss the language model learned to count but plateaued near chance on
