@@ -307,22 +307,23 @@ class Packer:
         prefix = self.image_at + image_embeds.shape[1]
         rows, numbered, prompt_end = [], [], []
         for b, qa in enumerate(questions):
-            ids, segments, labels = [], [], []
+            ids, segments, labels, offsets = [], [], [], []
             for kind, question, answer in qa:
                 tokens, reply = self._ids(question, answer)
                 prompt_end.append((b, prefix + len(ids) + len(tokens) - reply - 1))
                 ids += tokens
                 segments += [len(numbered)] * len(tokens)
+                offsets += range(len(tokens))  # each question's positions restart after the prefix
                 labels += [-100] * (len(tokens) - reply) + tokens[-reply:]
                 numbered.append((kind, question, answer))
-            rows.append((b, ids, segments, labels))
+            rows.append((b, ids, segments, labels, offsets))
         length = prefix + max(len(r[1]) for r in rows)
         batch, dim = len(rows), image_embeds.shape[-1]
         inputs = torch.zeros(batch, length, dim)
         positions = torch.zeros(batch, length, dtype=torch.long)
         segment = torch.full((batch, length), -2)  # -1: the prefix; -2: padding; else the question
         target = torch.full((batch, length), -100)
-        for i, (b, ids, segments, labels) in enumerate(rows):
+        for i, (b, ids, segments, labels, offsets) in enumerate(rows):
             end = prefix + len(ids)
             inputs[i, :prefix] = torch.cat([self.embed(self.before), image_embeds[b]])
             inputs[i, prefix:end] = self.embed(torch.tensor(ids))
@@ -330,9 +331,7 @@ class Packer:
             segment[i, prefix:end] = torch.tensor(segments)
             target[i, prefix:end] = torch.tensor(labels)
             positions[i, :prefix] = torch.arange(prefix)
-            starts = torch.tensor([0] + [k for k in range(1, len(segments)) if segments[k] != segments[k - 1]])
-            lengths = torch.diff(torch.cat([starts, torch.tensor([len(segments)])]))
-            positions[i, prefix:end] = prefix + torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
+            positions[i, prefix:end] = prefix + torch.tensor(offsets)
         query, key = segment[:, :, None], segment[:, None, :]
         causal = torch.ones(length, length, dtype=torch.bool).tril()
         allowed = causal & ((key == -1) | (key == query)) & (query != -2) | torch.eye(length, dtype=torch.bool)
