@@ -10,13 +10,12 @@ is complete).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.staging import check_parent, make_staging, publish
 
 from edgecompress_runtime.bundle import MANIFEST, SCHEMA_VERSION, read_manifest, sha256_file, verify_files
 
@@ -46,9 +45,7 @@ def check_destination(out: Path, force: bool) -> None:
                 f"{out} exists and is not an edgecompress bundle (no {MANIFEST}); refusing to replace it even with --force",
                 hint="Choose another --out, or remove the folder yourself.",
             )
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise EdgeCompressError(f"cannot create {out}: {parent} is a file")
+    check_parent(out)
 
 
 class BundleWriter:
@@ -67,8 +64,7 @@ class BundleWriter:
 
     def __enter__(self) -> "BundleWriter":
         check_destination(self.out, self.force)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self.staging = make_staging(self.out)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -86,18 +82,7 @@ class BundleWriter:
         manifest["files"] = file_table(self.staging)
         write_json(self.staging / MANIFEST, manifest)
         check_destination(self.out, self.force)  # it may have appeared while we worked
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            self.out.rename(old)
-        try:
-            self.staging.rename(self.out)
-        except BaseException:
-            if old is not None:
-                old.rename(self.out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish(self.staging, self.out)
 
 
 def write_json(path: Path, data: Any) -> None:

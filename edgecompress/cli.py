@@ -53,6 +53,9 @@ class RichSteps(Steps):
         self._stop()
         console.print(f"[red]✗[/red] {description}")
 
+    def note(self, message):
+        console.print(f"[yellow]note:[/yellow] {message}")
+
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -221,10 +224,12 @@ def run(
     sys.stdout.write("\n")
     if stats:
         t = result.timings
-        rate = t["decode_tokens"] / t["decode_s"] if t["decode_s"] > 0 else float("nan")
+        # The first token comes from the prefill; decode speed needs at least one decode step.
+        decode = (f"decode {t['decode_tokens'] / t['decode_s']:.1f} tokens/s" if t["decode_tokens"] and t["decode_s"] > 0
+                  else "no decode steps to time")
         console.print(
             f"[dim]{result.prompt_tokens} prompt tokens ({result.image_tokens} image), {len(result.token_ids)} generated "
-            f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, decode {rate:.1f} tokens/s[/dim]"
+            f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, {decode}[/dim]"
         )
 
 
@@ -346,13 +351,42 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
     out_console.print(table)
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """The usage-error types of every click in use: typer 0.29 raises its vendored copy's
+    (``typer._click``), click's own is caught too should anything raise it."""
+    import importlib
+
+    types = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(types)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every staging folder is removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    usage_errors = _usage_errors()
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising
         sys.exit(code if isinstance(code, int) else 0)
     except EdgeCompressError as err:
         console.print(f"[bold red]error:[/bold red] {err}")
         sys.exit(err.exit_code)
+    except Terminated:
+        console.print("[yellow]terminated[/yellow]: nothing was written")
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: nothing was written")
         sys.exit(130)
@@ -360,13 +394,9 @@ def main() -> None:
         sys.exit(exit_.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as err:  # click's usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except usage_errors as err:  # usage errors: click's own message (usage line, what is wrong), exit 2
+        err.show()
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

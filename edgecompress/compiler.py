@@ -54,6 +54,9 @@ def default_bundle_name(model_name: str, method: str, budget_spec: str) -> str:
 
 def resolve_options(spec: ModelSpec, method: str | None, budget: str | None, precision: str | None):
     defaults = spec.recipe.defaults if spec.recipe else {}
+    for option, value in (("--method", method), ("--budget", budget), ("--precision", precision)):
+        if value is not None and not str(value).strip():
+            raise EdgeCompressError(f"{option} is empty", hint=f"Leave {option} out for the recipe's default, or give a value.")
     method = method or defaults.get("method", "hired")
     get_method(method)  # fail fast on an unknown method, before loading anything
     if method == "none":
@@ -98,6 +101,10 @@ def export_bundle(
     out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
     check_destination(out, force)
     dtype = torch_dtype(precision)
+    dropped = [f"{name}/" for name in ("reports", "engines") if (out / name).is_dir()]
+    if dropped:
+        steps.note(f"--force replaces {out} once the new bundle is complete; its {' and '.join(dropped)} "
+                   "belong to the old graphs and will not be kept")
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
         adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)

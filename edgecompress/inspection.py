@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecompress.bundle import read_manifest, verify_files
+from edgecompress.bundle import read_manifest, sha256_file, verify_files
 from edgecompress.errors import EdgeCompressError
+from edgecompress_runtime.bundle import containment_problems, external_data_problems, inside
 
 
 def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
@@ -17,7 +18,9 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    file_problems = verify_files(bundle, manifest)
+    escapes = containment_problems(bundle, manifest)
+    # A bundle that points outside itself is reported, and nothing outside it is read.
+    file_problems = escapes or verify_files(bundle, manifest)
     graphs = {}
     for name, entry in manifest.get("graphs", {}).items():
         spec = GraphSpec(
@@ -26,16 +29,22 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
             outputs=tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in entry["outputs"]),
             dynamic_axes={k: {int(i): n for i, n in v.items()} for k, v in entry.get("dynamic_axes", {}).items()},
         )
-        path = bundle / entry["file"]
         try:
+            path = inside(bundle, entry["file"])
             if not path.exists():
                 raise EdgeCompressError(f"{entry['file']} is missing")
+            outside = external_data_problems(bundle, path)
+            if outside:
+                raise EdgeCompressError("; ".join(outside))
             graphs[name] = {"spec": entry, "verify": verify_graph(load_graph(path), spec).to_dict()}
         except EdgeCompressError as err:
             failed = {"ok": False, "checks": [], "findings": [{"check": "file", "message": str(err)}], "op_census": {}}
             graphs[name] = {"spec": entry, "verify": failed}
-    ok = not file_problems and all(g["verify"]["ok"] for g in graphs.values())
-    result = {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs}
+    engines = {} if escapes else engine_status(bundle, manifest)
+    ok = (not file_problems and all(g["verify"]["ok"] for g in graphs.values())
+          and all(state != "modified" for graphs_ in engines.values() for state in graphs_.values()))
+    result = {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs,
+              "engines": engines}
     if profile is not None:
         from edgecompress.engine.memory import plan_memory
         from edgecompress.engine.profiles import load_profile
@@ -44,6 +53,19 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
         result["memory_plan"] = plan.to_dict()
         result["memory_plan_text"] = plan.table()
     return result
+
+
+def engine_status(bundle: Path, manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each built engine: "intact", "missing" (a bundle copied without engines/ still runs in ONNX
+    Runtime) or "modified" (its sha256 differs from the engine table: a failure)."""
+    status = {}
+    for profile, record in manifest.get("engines", {}).items():
+        status[profile] = {}
+        for graph, entry in record["graphs"].items():
+            path = inside(bundle, entry["file"])
+            status[profile][graph] = ("missing" if not path.is_file()
+                                      else "intact" if sha256_file(path) == entry["sha256"] else "modified")
+    return status
 
 
 def render_inspection(result: dict[str, Any], console) -> None:
@@ -91,7 +113,10 @@ def render_inspection(result: dict[str, Any], console) -> None:
         console.print(f"\n[bold]engines {name}[/bold] ({record['backend']} {record['builder_version']}, compute capability "
                       f"{record['compute_capability']}, {record['precision']})")
         for graph, entry in record["graphs"].items():
-            console.print(f"  {graph:8} {entry['file']}  ({len(entry['optimization_profiles'])} optimization profiles)")
+            state = result.get("engines", {}).get(name, {}).get(graph, "")
+            shown = {"intact": "[green]intact[/green]", "missing": "[yellow]missing[/yellow] (ONNX Runtime still runs)",
+                     "modified": "[red]does not match its sha256[/red]"}.get(state, state)
+            console.print(f"  {graph:8} {entry['file']}  ({len(entry['optimization_profiles'])} optimization profiles)  {shown}")
     if "memory_plan_text" in result:
         console.print()
         console.print(result["memory_plan_text"])

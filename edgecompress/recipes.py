@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.fields import Fields
 
 SUPPORTED_FAMILIES = ("llava", "llava-next")
 
@@ -51,25 +52,70 @@ class Recipe:
         }
 
 
+RECIPE_KEYS = {"name", "aliases", "family", "description", "source", "seed", "defaults", "prompt", "preprocess", "config"}
+PREPROCESS_KEYS = {"resize_shortest_edge", "crop_size", "resample", "rescale_factor", "image_mean", "image_std"}
+RESAMPLING = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")  # the runtime's PIL filters
+
+
+def check_prompt_template(template: str, where: str) -> None:
+    """A prompt template holds exactly one ``<image>`` (where the K image tokens go) and one ``{prompt}``."""
+    for marker in ("<image>", "{prompt}"):
+        if template.count(marker) != 1:
+            raise EdgeCompressError(
+                f"{where}: prompt.template must hold exactly one {marker}, it holds {template.count(marker)}",
+                hint='Example: template = "USER: <image>\\n{prompt} ASSISTANT:"',
+            )
+
+
 def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
-    for key in ("name", "family", "source"):
-        if key not in data:
-            raise EdgeCompressError(f"recipe {path} has no '{key}'", hint="See export/tiny-llava.toml for the format.")
+    """A recipe from its TOML table; every field it defines is checked (type, range, unknown keys)."""
+    where = f"recipe {path}"
+    fields = Fields(data, where)
+    fields.require(("name", "family", "source"))
+    fields.only(RECIPE_KEYS)
     if data["family"] not in SUPPORTED_FAMILIES:
         raise EdgeCompressError(
             f"recipe {path}: model family {data['family']!r} is not supported",
             hint=f"Supported families: {', '.join(SUPPORTED_FAMILIES)}.",
         )
+    aliases = data.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise fields.fail("aliases", "it must be a list of names")
+    defaults = fields.table("defaults")
+    defaults.only({"method", "budget", "precision"})
+    defaults.text("method")
+    defaults.choice("precision", ("fp16", "fp32"))
+    if "budget" in defaults.data:
+        from edgecompress.budget import parse_budget
+
+        try:
+            parse_budget(defaults.data["budget"])
+        except EdgeCompressError as err:
+            raise defaults.fail("budget", f"{err.hint or err}") from None
+    prompt = fields.table("prompt")
+    prompt.only({"template"})
+    template = prompt.text("template", Recipe.prompt_template)
+    check_prompt_template(template, where)
+    preprocess = fields.table("preprocess")
+    preprocess.only(PREPROCESS_KEYS)
+    preprocess.number("resize_shortest_edge", minimum=1, integer=True)
+    preprocess.number("crop_size", minimum=1, integer=True)
+    preprocess.choice("resample", RESAMPLING)
+    preprocess.number("rescale_factor", minimum=0, exclusive=True)
+    preprocess.numbers("image_mean", 3)
+    preprocess.numbers("image_std", 3, minimum=0, exclusive=True)
+    if not isinstance(data.get("config", {}), dict):
+        raise fields.fail("config", "it must be a table ([config]) of the checkpoint's config.json")
     return Recipe(
-        name=data["name"],
+        name=fields.name("name"),
         family=data["family"],
-        source=data["source"],
-        description=data.get("description", ""),
-        aliases=tuple(data.get("aliases", ())),
-        seed=int(data.get("seed", 0)),
-        defaults=dict(data.get("defaults", {})),
-        prompt_template=data.get("prompt", {}).get("template", Recipe.prompt_template),
-        preprocess=dict(data.get("preprocess", {})),
+        source=fields.text("source"),
+        description=fields.text("description", ""),
+        aliases=tuple(aliases),
+        seed=fields.number("seed", 0, minimum=0, integer=True),
+        defaults=dict(defaults.data),
+        prompt_template=template,
+        preprocess=dict(preprocess.data),
         config=dict(data.get("config", {})),
         path=path,
     )

@@ -21,6 +21,7 @@ class ReferenceOutput:
     token_ids: list[int]
     prefill_logits: torch.Tensor  # last prompt position, fp32 [vocab]
     kept_indices: list[int] | None = None
+    scores: list[float] | None = None  # the pruned module's per-token selection scores, where it ranks by any
 
 
 def chat_text(processor, prompt: str) -> str:
@@ -54,12 +55,16 @@ def pruned_generate(model, processor, vision_module, image, prompt: str, max_new
     at = int(positions[0])
     embed = model.get_input_embeddings()
     with torch.no_grad():
-        image_embeds, kept = vision_module(*vision_inputs(model, processor, image))
+        inputs = vision_inputs(model, processor, image)
+        image_embeds, kept = vision_module(*inputs)
+        score_fn = getattr(vision_module, "selection_scores", None)
+        scores = score_fn(*inputs) if score_fn is not None else None
         embeds = torch.cat([embed(ids[None, :at]), image_embeds.to(embed.weight.dtype), embed(ids[None, at + 1 :])], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         prefill = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float()
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
-    return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist())
+    return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist(),
+                           None if scores is None else scores[0].tolist())
 
 
 def vision_inputs(model, processor, image) -> tuple[torch.Tensor, ...]:

@@ -36,3 +36,6 @@ class Steps:
 
     def failed(self, key: str, description: str) -> None:
         pass
+
+    def note(self, message: str) -> None:
+        """Something the user should know that is not a step (a default taken, a file dropped)."""

@@ -48,6 +48,11 @@ def normalise(text: str) -> str:
 def load_dataset(path: str | Path, limit: int | None = None) -> list[Sample]:
     """Samples of a JSONL data set, each line checked; image paths are relative to the file."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.jsonl"))
+        hint = (f"Pass one of its files: {', '.join(str(path / name) for name in found)}." if found
+                else "It holds no .jsonl file. Create a data set with: edgecompress dataset shapes --out data/")
+        raise EdgeCompressError(f"data set {path} is a folder; --dataset wants a .jsonl file, one question a line", hint=hint)
     if not path.is_file():
         raise EdgeCompressError(f"data set {path} does not exist", hint="Create one with: edgecompress dataset shapes --out data/")
     samples = []
@@ -102,17 +107,20 @@ class TorchPipelines:
         packed = manifest.get("packing", {}).get("kind") == "anyres-newline"
         self.vision = None if packed else plan_vision(self.adapter, method, manifest["budget"]["spec"], manifest["precision"]).module
 
-    def answer(self, image, question: str, max_new_tokens: int) -> tuple[str, str]:
+    def answer(self, image, question: str, max_new_tokens: int):
+        """(pruned answer, unpruned answer, the pruned pipeline's ReferenceOutput or None when the
+        bundle is unpruned and packed as transformers packs it)."""
         from edgecompress.reference import pruned_generate, transformers_generate
         from edgecompress_runtime.preprocess import load_image
 
         image = load_image(image)  # as the runtime opens it: EXIF orientation applied
         decode = self.processor.tokenizer.decode
         full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
-        pruned = full if self.vision is None else pruned_generate(
+        pruned = None if self.vision is None else pruned_generate(
             self.adapter.model, self.processor, self.vision, image, question, max_new_tokens
         )
-        return decode(pruned.token_ids, skip_special_tokens=True), decode(full.token_ids, skip_special_tokens=True)
+        pruned_ids = full.token_ids if pruned is None else pruned.token_ids
+        return decode(pruned_ids, skip_special_tokens=True), decode(full.token_ids, skip_special_tokens=True), pruned
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,8 +130,17 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_type: dict[str, list] = defaultdict(list)
     for row in rows:
         by_type[row["type"]].append(row)
+    compared = [r["selection"] for r in rows if r.get("selection")]
+    margins = [c["margin"] for c in compared if c["margin"] is not None]
+    selection = None if not compared else {
+        "compared": len(compared),
+        "identical": sum(c["identical"] for c in compared) / len(compared),
+        "agree_within_tie_band": sum(c["agree"] for c in compared) / len(compared),
+        "min_margin": min(margins) if margins else None,
+    }
     return {
         "questions": len(rows),
+        "kept_tokens_vs_pytorch_pruned": selection,
         "accuracy": accuracy(rows, "bundle"),
         "accuracies": {p: accuracy(rows, p) for p in PIPELINES},
         "agreement": {
@@ -149,6 +166,11 @@ def markdown(summary: dict[str, Any], manifest: dict[str, Any], dataset: str, ba
     a = summary["agreement"]
     lines += ["", f"answer agreement: bundle vs PyTorch pruned {a['bundle_vs_pytorch_pruned']:.1%}, "
               f"PyTorch pruned vs unpruned {a['pytorch_pruned_vs_unpruned']:.1%}", ""]
+    kept = summary.get("kept_tokens_vs_pytorch_pruned")
+    if kept:
+        margin = "" if kept["min_margin"] is None else f"; smallest selection margin {kept['min_margin']:.3g}"
+        lines += [f"kept tokens, bundle vs PyTorch pruned: identical on {kept['identical']:.1%}, agree within the "
+                  f"{manifest['precision']} tie band on {kept['agree_within_tie_band']:.1%} of {kept['compared']} images{margin}", ""]
     return "\n".join(lines)
 
 
@@ -160,6 +182,26 @@ def _new_report_name(reports: Path) -> tuple[str, Path]:
         n += 1
         candidate = f"{stamp}-{n}"
     return candidate, reports / f"validate-{candidate}.jsonl"
+
+
+def _validate_one(sample: Sample, pipe, torch_pipes: TorchPipelines, max_new_tokens: int, precision: str) -> dict[str, Any]:
+    """One question through the three pipelines: answers, correctness, and whether the bundle
+    kept the tokens the pruned PyTorch pipeline kept (under the tie-band rule)."""
+    from edgecompress.parity import compare_selections
+
+    generation = pipe.generate_full(sample.image, sample.question, max_new_tokens=max_new_tokens)
+    pruned, unpruned, reference = torch_pipes.answer(sample.image, sample.question, max_new_tokens)
+    answers = {"bundle": normalise(generation.text), "pytorch_pruned": normalise(pruned), "pytorch_unpruned": normalise(unpruned)}
+    expected = normalise(sample.answer)
+    selection = None
+    if reference is not None and reference.kept_indices is not None:
+        selection = compare_selections(generation.kept_indices, reference.kept_indices, reference.scores,
+                                       precision=precision).to_dict()
+    return {
+        "line": sample.line, "image": str(sample.image), "question": sample.question, "type": sample.type,
+        "expected": expected, "answers": answers, "correct": {p: answers[p] == expected for p in PIPELINES},
+        "selection": selection,
+    }
 
 
 def validate_bundle(
@@ -181,24 +223,34 @@ def validate_bundle(
     pipe = Pipeline.load(bundle, backend=backend, profile=profile, check_hashes=False)  # checked just above
     torch_pipes = TorchPipelines(manifest)
     reports = bundle / "reports"
-    reports.mkdir(exist_ok=True)
+    made_reports = not reports.exists()
+    try:
+        reports.mkdir(exist_ok=True)
+    except OSError as err:
+        raise EdgeCompressError(f"cannot write reports into {bundle}: {err.strerror}",
+                                hint="Validate a copy of the bundle in a folder you can write to.") from None
     stamp, rows_path = _new_report_name(reports)
-    rows = []
-    with open(rows_path, "x", encoding="utf-8") as out:  # "x": never append to another run's rows
-        for index, sample in enumerate(samples):
-            bundle_answer = pipe.generate(sample.image, sample.question, max_new_tokens=max_new_tokens)
-            pruned, unpruned = torch_pipes.answer(sample.image, sample.question, max_new_tokens)
-            answers = {"bundle": normalise(bundle_answer), "pytorch_pruned": normalise(pruned), "pytorch_unpruned": normalise(unpruned)}
-            expected = normalise(sample.answer)
-            row = {
-                "line": sample.line, "image": str(sample.image), "question": sample.question, "type": sample.type,
-                "expected": expected, "answers": answers, "correct": {p: answers[p] == expected for p in PIPELINES},
-            }
-            rows.append(row)
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            if on_progress:
-                on_progress(index + 1, len(samples))
+    rows: list[dict[str, Any]] = []
+    try:
+        rows_file = open(rows_path, "x", encoding="utf-8")  # "x": never append to another run's rows
+    except OSError as err:
+        raise EdgeCompressError(f"cannot write the report {rows_path}: {err.strerror}") from None
+    try:
+        with rows_file as out:
+            for index, sample in enumerate(samples):
+                row = _validate_one(sample, pipe, torch_pipes, max_new_tokens, manifest["precision"])
+                rows.append(row)
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                if on_progress:
+                    on_progress(index + 1, len(samples))
+    except BaseException:
+        if not rows:  # nothing answered: no empty report left behind (answered rows are kept)
+            rows_path.unlink(missing_ok=True)
+            if made_reports:
+                reports.rmdir()
+        raise
+    summary = {
     summary = {
         "bundle": str(bundle), "dataset": str(dataset), "backend": pipe.backend.name, "method": manifest["method"],
         "k": manifest["k"], "precision": manifest["precision"], "max_new_tokens": max_new_tokens,

@@ -8,28 +8,19 @@ from pathlib import Path
 import numpy as np
 
 
-def assert_same_selection(kept, expected, score, k: int, tie_band: float) -> None:
-    """Kept indices equal the expected ones, except across a tie at the cut-off.
+def assert_same_selection(kept, expected, score, k: int, precision: str = "fp32") -> None:
+    """Kept indices are K positions in raster order and agree with the expected ones under the
+    tie-band rule of :mod:`edgecompress.parity` (identical wherever the cut-off is wider than the
+    band; inside it, only tokens scoring within the band of the cut-off may swap)."""
+    from edgecompress.parity import compare_selections
 
-    ``score`` is the reference score per patch. Where the K-th and (K+1)-th scores are further
-    apart than ``tie_band`` the two selections must be identical. Where they are not (a flat
-    image: identical patches that differ only by position embeddings), the choice inside the
-    band is round-off, so any index on which the two disagree must score within ``tie_band``
-    of the cut-off; a disagreement anywhere else is a real bug.
-    """
-    kept = [int(i) for i in np.asarray(kept).reshape(-1)]
-    expected = [int(i) for i in np.asarray(expected).reshape(-1)]
-    score = np.asarray(score, dtype=np.float64).reshape(-1)
-    assert len(kept) == k and kept == sorted(kept), "kept indices must be K positions in raster order"
-    cutoff = np.sort(score)[::-1][k - 1]
-    gap = cutoff - np.sort(score)[::-1][k]
-    if gap > tie_band:
-        assert kept == expected
-        return
-    for index in set(kept) ^ set(expected):
-        assert abs(score[index] - cutoff) <= tie_band, (
-            f"index {index} (score {score[index]:.9g}) differs but lies outside the tie band at the cut-off {cutoff:.9g}"
-        )
+    kept_list = [int(i) for i in np.asarray(kept).reshape(-1)]
+    assert len(kept_list) == k and kept_list == sorted(kept_list), "kept indices must be K positions in raster order"
+    result = compare_selections(kept, expected, score, precision=precision)
+    assert result.agree, (
+        f"selections differ outside the {precision} tie band (band {result.band:.3g}, margin {result.margin:.3g}): "
+        f"indices {result.differing}"
+    )
 
 
 def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> None:

@@ -20,11 +20,11 @@ from tests.helpers import assert_same_selection
 IMAGES = ["noise", "flat", "scene"]
 BUDGETS = {"10%": 57, "20%": 115, "50%": 288}
 
-# fp16 tie band. ONNX Runtime's and PyTorch's fp16 kernels round differently (fp16 epsilon is
-# ~1e-3 relative), which moves a CLS-attention score (~7e-3 here) by up to ~1e-5 (measured:
-# 1.0e-5 at most). Patches whose scores lie closer than that to the cut-off may swap; the flat
-# image, whose 576 identical patches differ only by position embeddings, is that case.
-FP16_TIE_BAND = 2e-5
+# Kept indices are compared under edgecompress.parity's tie-band rule, never for exact
+# equality: ONNX Runtime's and PyTorch's kernels round differently, which moves a CLS-attention
+# score (~7e-3 here) by up to ~1e-5 in fp16 (measured) and a few ulps in fp32. Patches whose
+# scores lie that close to the cut-off may swap (the flat image, whose identical patches differ
+# only by position embeddings, and any near-tie on another machine's kernels).
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,13 @@ def test_fp32_onnxruntime_equals_pytorch(exported, tiny_fp32, pixels, image, bud
     module = pruned_vision(tiny_fp32, get_method("hired"), k)
     with torch.no_grad():
         ref_embeds, ref_kept = module(pixels[image])
+        score = hired_scores(module.encode(pixels[image])[1][len(module.layers) - 1])[0].numpy()
     assert kept.dtype == np.int64 and kept.shape == (1, k)
-    np.testing.assert_array_equal(kept, ref_kept.numpy())  # fp32: identical, flat image included
+    assert_same_selection(kept, ref_kept.numpy(), score, k, precision="fp32")
     # 1e-4: fp32 kernels of two runtimes differ by round-off (observed <1e-6).
-    np.testing.assert_allclose(embeds, ref_embeds.numpy(), atol=1e-4, rtol=0)
+    common, ours, theirs = np.intersect1d(kept[0], ref_kept[0].numpy(), return_indices=True)
+    assert len(common) >= k - 2
+    np.testing.assert_allclose(embeds[0, ours], ref_embeds[0, theirs].numpy(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -73,9 +76,7 @@ def test_fp16_onnxruntime_matches_pytorch(exported, tiny_fp16, pixels, image, bu
         attn = attns[len(module.layers) - 1]
     score = hired_scores(attn)[0].numpy()
     assert embeds.dtype == np.float16
-    if image != "flat" and budget in ("10%", "20%"):
-        np.testing.assert_array_equal(kept, ref_kept.numpy())  # no near-tie here: identical
-    assert_same_selection(kept, ref_kept.numpy(), score, k, tie_band=FP16_TIE_BAND)
+    assert_same_selection(kept, ref_kept.numpy(), score, k, precision="fp16")
     # Embeddings of the tokens both kept agree to fp16 round-off (1e-2; observed <1e-2).
     common, ours, theirs = np.intersect1d(kept[0], ref_kept[0].numpy(), return_indices=True)
     assert len(common) >= k - 40

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.staging import make_staging, publish
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 210, 20),
@@ -75,6 +75,8 @@ def _draw(draw: ImageDraw.ImageDraw, item: Item, fill=None) -> None:
 
 
 CELL = 48  # objects sit in cells of this many pixels (about 12 of LLaVA-1.5's 14-px patches at 336 px)
+MAX_SIDE = 4096  # pixels a side: larger pictures only slow every model down
+MAX_COUNT = 1_000_000
 
 
 def _place(rng, width, height, count) -> list[Item]:
@@ -137,10 +139,16 @@ def generate_shapes(out: Path, *, count: int = 500, seed: int = 1, size: tuple[i
                     test_fraction: float = 0.2, force: bool = False) -> dict[str, Path]:
     """Write ``count`` images and ``train.jsonl`` / ``test.jsonl`` into ``out`` (atomically)."""
     out = Path(out)
-    if count < 1:
-        raise EdgeCompressError("--count must be at least 1")
+    if not 1 <= count <= MAX_COUNT:
+        raise EdgeCompressError(f"--count {count} is out of range: it must be 1 to {MAX_COUNT:,}")
     if not 0 <= test_fraction < 1:
-        raise EdgeCompressError("--test-fraction must be in [0, 1)")
+        raise EdgeCompressError(f"--test-fraction {test_fraction} is out of range: it must be at least 0 and below 1")
+    for option, value in (("--width", size[0]), ("--height", size[1])):
+        if not CELL <= value <= MAX_SIDE:
+            raise EdgeCompressError(
+                f"{option} {value} is out of range: it must be {CELL} to {MAX_SIDE} pixels",
+                hint=f"Objects sit on a grid of {CELL}-px cells, so an image needs at least one cell; 336 is LLaVA's size.",
+            )
     if out.exists() and not out.is_dir():
         raise EdgeCompressError(f"{out} is a file")
     if out.exists() and any(out.iterdir()):
@@ -150,8 +158,7 @@ def generate_shapes(out: Path, *, count: int = 500, seed: int = 1, size: tuple[i
             raise EdgeCompressError(f"{out} is not a data set written by edgecompress; refusing to replace it")
     width, height = size
     rng = np.random.default_rng(seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = make_staging(out)
     try:
         (staging / "images").mkdir()
         rows = []
@@ -172,9 +179,7 @@ def generate_shapes(out: Path, *, count: int = 500, seed: int = 1, size: tuple[i
             with open(staging / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for row in split_rows:
                     f.write(json.dumps(row) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {split: out / f"{split}.jsonl" for split in ("train", "test")}

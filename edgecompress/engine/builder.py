@@ -15,18 +15,19 @@ ignores timing caches, so none is written for it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecompress.bundle import file_table, sha256_file, write_json
+from edgecompress.bundle import sha256_file, write_json
 from edgecompress.engine.memory import plan_memory, require_fit
 from edgecompress.engine.profiles import Profile
 from edgecompress.errors import EdgeCompressError
+from edgecompress.staging import make_staging, publish
 from edgecompress.steps import Steps
 from edgecompress_runtime.bundle import open_bundle
 from edgecompress_runtime.tensorrt_backend import INSTALL, MODULES
@@ -194,7 +195,7 @@ def build_engines(
     logger = quiet_logger(trt, ahead_of_time=rtx)
     builder = trt.Builder(logger)
     shapes = optimization_profiles(manifest, profile)
-    staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}.partial-", dir=bundle))
+    staging = make_staging(target)
     engines: dict[str, Any] = {}
     try:
         previous_cache = target / "timing.cache"
@@ -233,12 +234,11 @@ def build_engines(
                 }
         if not rtx:  # reused by the next build of this bundle for this profile
             (staging / "timing.cache").write_bytes(cache_blob)
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(exist_ok=True)
-        staging.rename(target)
+        publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):  # engines/ made for this build only: gone again if empty
+            target.parent.rmdir()
 
     record = {
         "backend": profile.backend,
@@ -250,7 +250,9 @@ def build_engines(
         "memory_plan": plan.to_dict(),
         "notes": notes,
     }
+    # Engines have their own table (file, sha256, target, TensorRT version), checked when they are
+    # used; the manifest's file table stays what the export wrote, so a bundle copied without
+    # engines/ (or without reports/) still opens and runs in ONNX Runtime.
     manifest.setdefault("engines", {})[profile.name] = record
-    manifest["files"] = file_table(bundle)
     write_json(bundle / "manifest.json", manifest)
     return record

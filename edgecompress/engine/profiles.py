@@ -8,10 +8,12 @@ to their own ``.toml``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.fields import Fields
 from edgecompress.recipes import data_dir, read_toml
 
 BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
@@ -51,20 +53,34 @@ class Profile:
 
 _FIELDS = {f for f in Profile.__dataclass_fields__ if f != "path"}
 _REQUIRED = _FIELDS - {"dla_cores"}
+_CAPABILITY = re.compile(r"^\d+\.\d+$")
 
 
 def _profile_from_toml(data: dict, path: str) -> Profile:
-    missing = sorted(_REQUIRED - set(data))
-    if missing:
-        raise EdgeCompressError(f"profile {path} lacks {', '.join(missing)}", hint="See profiles/rtx-4090.toml for the format.")
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise EdgeCompressError(f"profile {path} has unknown keys: {', '.join(unknown)}")
-    if data["backend"] not in BACKENDS:
-        raise EdgeCompressError(f"profile {path}: backend {data['backend']!r} is not one of {', '.join(BACKENDS)}")
-    if data["precision"] not in ("fp16", "fp32"):
-        raise EdgeCompressError(f"profile {path}: precision {data['precision']!r} is not fp16 or fp32")
-    return Profile(**data, path=path)
+    """A profile from its TOML table; every field checked (type, range, finiteness)."""
+    fields = Fields(data, f"profile {path}")
+    fields.require(_REQUIRED)
+    fields.only(_FIELDS)
+    backend = fields.choice("backend", BACKENDS)
+    builds = backend != "onnxruntime"
+    capability = fields.text("compute_capability", pattern=_CAPABILITY if builds else re.compile(r"^(\d+\.\d+)?$"),
+                             allowed='it must be "major.minor", e.g. "8.7"' + ("" if builds else ', or "" for onnxruntime'))
+    memory = fields.number("memory_gib", minimum=0, exclusive=True)
+    return Profile(
+        name=fields.name("name"),
+        description=fields.text("description"),
+        backend=backend,
+        compute_capability=capability,
+        memory_gib=memory,
+        shared_memory=fields.boolean("shared_memory"),
+        reserved_gib=fields.number("reserved_gib", minimum=0, maximum=memory),
+        precision=fields.choice("precision", ("fp16", "fp32")),
+        workspace_gib=fields.number("workspace_gib", minimum=0, maximum=memory),
+        max_prompt_tokens=fields.number("max_prompt_tokens", minimum=1, integer=True),
+        max_output_tokens=fields.number("max_output_tokens", minimum=1, integer=True),
+        dla_cores=fields.number("dla_cores", 0, minimum=0, integer=True),
+        path=path,
+    )
 
 
 def builtin_profiles() -> dict[str, Profile]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import DynamicCache
+from safetensors import SafetensorError
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.lowering.primitives import ordered_gather
@@ -223,12 +224,36 @@ def _check_llava_folder(folder: Path, expected: str | None) -> str:
             hint="Pass a folder in the llava-hf layout (config.json, *.safetensors, tokenizer and processor files).",
         )
     family = _check_model_type(folder, expected)
-    if not any(folder.glob("*.safetensors")):
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
         raise EdgeCompressError(
             f"{folder} has no .safetensors weights",
             hint="edgecompress loads safetensors only (never pickled .bin files); convert the checkpoint first.",
         )
+    for path in weights:
+        check_safetensors(path)
     return family
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file from its header alone (8-byte length, JSON
+    table of tensors and byte ranges), before transformers reads gigabytes of it."""
+    size = path.stat().st_size
+    hint = "Re-download the checkpoint, or save it again with save_pretrained."
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 2 <= length <= size - 8:
+                raise ValueError(f"its header length field ({length}) does not fit a {size}-byte file")
+            table = json.loads(f.read(length))
+        ends = [entry["data_offsets"][1] for name, entry in table.items() if name != "__metadata__"]
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, UnicodeDecodeError) as err:
+        raise EdgeCompressError(f"{path} is not a valid safetensors file: {err}", hint=hint) from None
+    needed = 8 + length + max(ends, default=0)
+    if needed != size:
+        raise EdgeCompressError(f"{path} is truncated or corrupt: its tensors need {needed} bytes, the file has {size}",
+                                hint=hint)
 
 
 def _hub_error(hub_id: str, err: Exception, *, random_weights: bool = False) -> EdgeCompressError:
@@ -425,7 +450,7 @@ def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> LlavaAda
     family = _check_llava_folder(folder, recipe.family if recipe else None)
     try:
         model = _load_pretrained(str(folder), dtype, local=True, family=family)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise EdgeCompressError(f"could not load the checkpoint in {folder}: {err}") from None
     preprocess = _preprocess_from_processor_file(folder) or (recipe.preprocess if recipe else None)
     if not preprocess:
@@ -516,6 +541,14 @@ class LlavaPrunedVision(nn.Module):
                 )
             hidden = layer(hidden, None)
         return hidden[:, 1:], attns
+
+    def selection_scores(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """The per-patch scores the method ranks by [B,N] (fp32), or None for a method that ranks
+        nothing; parity checks use them to tell a near-tie at the cut-off from a real difference."""
+        if self.method.score is None:
+            return None
+        _, attns = self.encode(pixel_values)
+        return self.method.score(attns[len(self.layers) - 1])
 
     def forward(self, pixel_values: torch.Tensor):
         features, attns = self.encode(pixel_values)

@@ -72,6 +72,7 @@ class SelectionMethod:
     reference: str
     kind: str  # "scores": select(cls_attn, k); "all"; "fixed": positions chosen at export; "pool"
     select: Callable[..., torch.Tensor] | None = None
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None  # per-patch scores select ranks by, [B,H,N] -> [B,N]
 
     @property
     def needs_cls_attention(self) -> bool:
@@ -96,6 +97,7 @@ METHODS: dict[str, SelectionMethod] = {
         reference="hasanar1f/HiRED (arXiv:2408.10945)",
         kind="scores",
         select=lambda cls_attn, k: hired_select(cls_attn, k),
+        score=hired_scores,
     ),
     "none": SelectionMethod(
         name="none",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgecompress_runtime.bundle import CONTAINMENT_HINT, external_data_problems, inside
 from edgecompress_runtime.errors import EdgeCompressError
 
 KV = list[tuple[np.ndarray, np.ndarray]]
@@ -29,6 +30,21 @@ class Backend(Protocol):
     def decoder(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, past: KV) -> tuple[np.ndarray, KV]: ...
 
     def empty_past(self) -> KV: ...
+
+
+def _session(ort, bundle: Path, relative: str, options, providers):
+    """An ONNX Runtime session for one of the bundle's graphs, once its file and every external
+    weight file it reads are known to lie inside the bundle."""
+    path = inside(bundle, relative)
+    escapes = external_data_problems(bundle, path)
+    if escapes:
+        raise EdgeCompressError(f"bundle {bundle}: " + "; ".join(escapes), hint=CONTAINMENT_HINT)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # onnxruntime's own exception types (Fail, InvalidProtobuf, NoSuchFile, ...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EdgeCompressError(f"ONNX Runtime cannot load {relative} from {bundle}: {reason}",
+                                hint="The bundle is damaged or incomplete: re-export it.") from None
 
 
 class OnnxRuntimeBackend:
@@ -57,8 +73,8 @@ class OnnxRuntimeBackend:
                     f"bundle {bundle} has no {required} graph",
                     hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
                 )
-        self._vision = ort.InferenceSession(str(bundle / graphs["vision"]["file"]), options, providers=providers)
-        self._decoder = ort.InferenceSession(str(bundle / graphs["decoder"]["file"]), options, providers=providers)
+        self._vision = _session(ort, bundle, graphs["vision"]["file"], options, providers)
+        self._decoder = _session(ort, bundle, graphs["decoder"]["file"], options, providers)
         lm = manifest["language_model"]
         self._layers = lm["num_layers"]
         self._kv_shape = (1, lm["num_kv_heads"], 0, lm["head_dim"])

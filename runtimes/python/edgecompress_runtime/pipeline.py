@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from edgecompress_runtime.backends import Backend, make_backend
-from edgecompress_runtime.bundle import open_bundle
+from edgecompress_runtime.bundle import inside, open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.anyres import preprocess_anyres
 from edgecompress_runtime.preprocess import preprocess
@@ -49,11 +49,17 @@ class Pipeline:
                 f"bundle {bundle} has no tokenizer (it was exported with --random-weights from a checkpoint whose tokenizer is not available offline)",
                 hint="Export from a local checkpoint folder, or a built-in recipe such as tiny-llava.",
             )
-        self.tokenizer = Tokenizer.from_file(str(self.bundle / tok["file"]))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(inside(self.bundle, tok["file"])))
+        except EdgeCompressError:
+            raise
+        except Exception as err:  # tokenizers raises a bare Exception for a missing or malformed file
+            raise EdgeCompressError(f"cannot read the tokenizer {tok['file']} of {bundle}: {err}",
+                                    hint="The bundle is damaged or incomplete: re-export it.") from None
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         emb = manifest["embeddings"]
-        self.embed_table = np.load(self.bundle / emb["file"], mmap_mode="r")
+        self.embed_table = np.load(inside(self.bundle, emb["file"]), mmap_mode="r", allow_pickle=False)
         self.k = int(manifest["k"])
         self.image_token_id = int(manifest["image_token_id"])
         self.eos_token_ids = set(manifest["generation"]["eos_token_ids"])
@@ -62,7 +68,8 @@ class Pipeline:
         self.anyres = manifest.get("anyres")  # LLaVA-NeXT: tiling, and how image tokens are packed
         self.vision_inputs = [t["name"] for t in manifest["graphs"]["vision"]["inputs"]]
         packing = manifest.get("packing", {})
-        self.newline = np.load(self.bundle / packing["newline"]) if packing.get("kind") == "anyres-newline" else None
+        self.newline = (np.load(inside(self.bundle, packing["newline"]), allow_pickle=False)
+                        if packing.get("kind") == "anyres-newline" else None)
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
@@ -76,6 +83,8 @@ class Pipeline:
     # -- prompt ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
         """Token ids of the chat-formatted prompt, with exactly one image placeholder."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EdgeCompressError("the prompt is empty", hint="Ask a question about the image, e.g. --prompt \"What is in the picture?\"")
         text = self.prompt_template.replace("{prompt}", prompt)
         ids = self.tokenizer.encode(text, add_special_tokens=True).ids
         count = ids.count(self.image_token_id)
@@ -172,6 +181,7 @@ class Pipeline:
         generated: list[int] = []
         emitted = ""
         stopped_by = "max_new_tokens"
+        steps = 0  # decoder calls after the prefill: each one yields a token (an end-of-sequence included)
         t = time.perf_counter()
         next_logits = prefill_logits
         while True:
@@ -189,9 +199,10 @@ class Pipeline:
                 break
             position = np.array([[length + len(generated) - 1]], dtype=np.int64)
             logits, past = self.backend.decoder(self.embed([token]), position, past)
+            steps += 1
             next_logits = logits[0, -1]
         timings["decode_s"] = time.perf_counter() - t
-        timings["decode_tokens"] = max(len(generated) - 1, 0)
+        timings["decode_tokens"] = steps
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         if on_text is not None and len(text) > len(emitted):
             on_text(text[len(emitted) :])

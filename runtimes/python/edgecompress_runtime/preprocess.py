@@ -8,6 +8,7 @@ transformers' ``load_image`` does.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,26 @@ RESAMPLE = {
 }
 
 
+MIN_SIDE = 14  # one CLIP patch: a narrower image carries nothing for the vision tower to select from
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb warning threshold
+
+
+def check_size(width: int, height: int, where: str) -> None:
+    """Refuse images too small to hold one vision patch, and decompression bombs (a small file
+    that decodes to gigabytes), before any pixel is decoded."""
+    if min(width, height) < MIN_SIDE:
+        raise EdgeCompressError(f"image {where} is {width}x{height} pixels; the smallest this runtime reads is "
+                                f"{MIN_SIDE} px on each side (one vision patch)")
+    if width * height > MAX_PIXELS:
+        raise EdgeCompressError(f"image {where} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                                "(a decompression bomb, or a picture far larger than any model reads)",
+                                hint="Downscale it first; the model sees it at a few hundred pixels a side.")
+
+
 def load_image(image: str | Path | Image.Image) -> Image.Image:
     """Open an image file (or take a PIL image) with EXIF orientation applied."""
     if isinstance(image, Image.Image):
+        check_size(*image.size, "given")
         return ImageOps.exif_transpose(image)
     path = Path(image)
     if not path.exists():
@@ -36,12 +54,17 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
     if not path.is_file():
         raise EdgeCompressError(f"image {path} is not a file")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                check_size(*opened.size, str(path))  # from the header, before decoding
+                opened.load()
+                return ImageOps.exif_transpose(opened)
     except UnidentifiedImageError:
         raise EdgeCompressError(f"{path} is not an image PIL can read", hint="Use a PNG, JPEG, WebP, BMP, GIF or TIFF file.") from None
-    except OSError as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise EdgeCompressError(f"image {path} is over PIL's decompression-bomb limit", hint="Downscale it first.") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or malformed data (PIL raises all three)
         raise EdgeCompressError(f"cannot read image {path}: {err}") from None
 
 

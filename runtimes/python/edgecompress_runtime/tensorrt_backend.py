@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress_runtime.bundle import sha256_file
+from edgecompress_runtime.bundle import inside, sha256_file
 from edgecompress_runtime.errors import EdgeCompressError
 
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -108,9 +108,13 @@ class TensorRTBackend:
         runtime = trt.Runtime(self._logger)
         self._engines, self._contexts = {}, {}
         for graph, entry in record["graphs"].items():
-            path = Path(bundle) / entry["file"]
+            path = inside(bundle, entry["file"])
+            if not path.is_file():
+                raise EdgeCompressError(f"{entry['file']} is missing (the bundle was copied without its engines?)",
+                                        hint=f"Rebuild them: edgecompress build {bundle} --profile {self.profile} --force, or use --backend onnxruntime.")
             if sha256_file(path) != entry["sha256"]:
-                raise EdgeCompressError(f"{entry['file']} does not match its sha256 in the manifest")
+                raise EdgeCompressError(f"{entry['file']} does not match its sha256 in the manifest",
+                                        hint=f"Rebuild it: edgecompress build {bundle} --profile {self.profile} --force.")
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
                 raise EdgeCompressError(f"TensorRT could not load {entry['file']}", hint="Rebuild it with edgecompress build --force.")
