@@ -365,31 +365,46 @@ def _usage_errors() -> tuple[type, ...]:
     return tuple(types)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every staging folder is removed on the way out."""
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C (past every ``except Exception``) so that every staging folder is
+    removed on the way out. Not a KeyboardInterrupt: typer would report it as Ctrl-C."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+_interrupts: list[int] = []  # the signals that interrupted this run (typer turns them into exit code 130)
+
+
+def _on_signal(signum, frame):
+    import signal
+
+    _interrupts.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted() -> None:
+    """Every writer has removed its staging folder by the time the interrupt reaches here."""
+    import signal
+
+    if signal.SIGTERM in _interrupts:
+        console.print("[yellow]terminated[/yellow]: nothing was written")
+        sys.exit(128 + signal.SIGTERM)
+    console.print("[yellow]interrupted[/yellow]: nothing was written")
+    sys.exit(130)
 
 
 def main() -> None:
     import signal
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):  # never one the caller ignores
+            signal.signal(signum, _on_signal)
     usage_errors = _usage_errors()
     try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising
-        sys.exit(code if isinstance(code, int) else 0)
+        code = app(standalone_mode=False, prog_name="edgecompress")  # returns typer.Exit's code instead of raising
     except EdgeCompressError as err:
         console.print(f"[bold red]error:[/bold red] {err}")
         sys.exit(err.exit_code)
-    except Terminated:
-        console.print("[yellow]terminated[/yellow]: nothing was written")
-        sys.exit(128 + signal.SIGTERM)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: nothing was written")
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated):  # SIGTERM, or Ctrl-C outside click's own handling
+        _interrupted()
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:
@@ -397,6 +412,9 @@ def main() -> None:
     except usage_errors as err:  # usage errors: click's own message (usage line, what is wrong), exit 2
         err.show()
         sys.exit(err.exit_code)
+    if _interrupts:  # typer caught the interrupt and returned 130
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

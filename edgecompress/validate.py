@@ -251,7 +251,6 @@ def validate_bundle(
                 reports.rmdir()
         raise
     summary = {
-    summary = {
         "bundle": str(bundle), "dataset": str(dataset), "backend": pipe.backend.name, "method": manifest["method"],
         "k": manifest["k"], "precision": manifest["precision"], "max_new_tokens": max_new_tokens,
         **summarise(rows), "rows": rows_path.name,

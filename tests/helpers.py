@@ -23,14 +23,30 @@ def assert_same_selection(kept, expected, score, k: int, precision: str = "fp32"
     )
 
 
+def assert_generation_matches(result, reference, precision: str, logits_atol: float) -> None:
+    """A bundle's generation against the PyTorch pruned pipeline's: kept tokens agree under the
+    tie band; where they are identical (the cut-off is not a near-tie) the generated tokens are
+    equal and the prefill logits within ``logits_atol``. Where a near-tie flipped a token at the
+    cut-off the two prompts differ by that token, so only the selection rule is asserted."""
+    from edgecompress.parity import compare_selections
+
+    agreement = compare_selections(result.kept_indices, reference.kept_indices, reference.scores, precision=precision)
+    assert agreement.agree, f"kept tokens differ outside the {precision} tie band: {agreement}"
+    if agreement.identical:
+        assert result.token_ids == reference.token_ids
+        np.testing.assert_allclose(result.prefill_logits, reference.prefill_logits.numpy(), atol=logits_atol, rtol=0)
+
+
 def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> None:
     """A TensorRT-RTX build recorded in the manifest: every graph built, for the profile's compute
     capability, each engine's bindings exactly the graph's declared inputs and outputs (dynamic
-    axes as -1), and the file table (sha256) covering the engines."""
+    axes as -1), each engine's sha256 in the engine table, and the export's file table left as
+    it was (engines are not part of it: a copy without them still runs in ONNX Runtime)."""
     import tensorrt_rtx
 
     from edgecompress.engine.profiles import load_profile
     from edgecompress_runtime import verify_files
+    from edgecompress_runtime.bundle import sha256_file
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["engines"][profile] == record
@@ -39,7 +55,8 @@ def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> N
     assert set(record["graphs"]) == set(manifest["graphs"]) == {"vision", "decoder"}
     for graph, entry in record["graphs"].items():
         assert (bundle / entry["file"]).stat().st_size > 100_000
-        assert manifest["files"][entry["file"]]["sha256"] == entry["sha256"]
+        assert sha256_file(bundle / entry["file"]) == entry["sha256"]
+        assert entry["file"] not in manifest["files"]
         spec = manifest["graphs"][graph]
         declared = [(t["name"], t["dtype"], [d if isinstance(d, int) else -1 for d in t["shape"]])
                     for t in spec["inputs"] + spec["outputs"]]

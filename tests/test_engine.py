@@ -14,6 +14,7 @@ from edgecompress.engine.builder import build_engines, optimization_profiles
 from edgecompress.engine.memory import GIB, parameter_counts, plan_memory
 from edgecompress.engine.profiles import builtin_profiles, load_profile
 from edgecompress.errors import EdgeCompressError
+from edgecompress.parity import compare_selections
 from edgecompress.recipes import resolve_model
 from tests.conftest import run_cli
 from tests.helpers import assert_engines_match_manifest
@@ -145,11 +146,40 @@ def test_build_refusals(fp16_bundle, tmp_path):
         build_engines(fp16_bundle, load_profile(str(sm90)), force=True)
     small = tmp_path / "small.toml"
     small.write_text(rtx_4090.replace('name = "rtx-4090"', 'name = "small"')
-                     .replace("memory_gib = 24.0", "memory_gib = 2.0"))
+                     .replace("memory_gib = 24.0", "memory_gib = 2.0").replace("workspace_gib = 4.0", "workspace_gib = 1.0"))
     with pytest.raises(EdgeCompressError, match=r"does not fit small: it needs \d+\.\d\d GiB of 2.00 GiB"):
         build_engines(fp16_bundle, load_profile(str(small)))
     assert not (fp16_bundle / "engines" / "small").exists()
     assert build_engines(fp16_bundle, load_profile(str(small)), ignore_memory_plan=True)["memory_plan"]["fits"] is False
+
+
+@needs_rtx
+def test_engines_have_their_own_table_and_a_copy_without_them_still_runs(fp16_bundle, tmp_path, images):
+    """`build` records engines (file, sha256, target, version) in their own table and leaves the
+    export's file table alone: a bundle copied without engines/ or reports/ opens and runs in ONNX
+    Runtime; inspect says the engines are missing (not a failure) and fails a modified engine."""
+    from edgecompress.inspection import inspect_bundle
+    from edgecompress_runtime import Pipeline
+
+    before = json.loads((fp16_bundle / "manifest.json").read_text())["files"]
+    record = build_engines(fp16_bundle, load_profile("rtx-4090"), force=True)
+    manifest = json.loads((fp16_bundle / "manifest.json").read_text())
+    assert manifest["files"] == before and not any(name.startswith("engines/") for name in manifest["files"])
+    assert manifest["engines"]["rtx-4090"]["graphs"]["decoder"]["sha256"] == record["graphs"]["decoder"]["sha256"]
+
+    copy = tmp_path / "copied"
+    shutil.copytree(fp16_bundle, copy, ignore=shutil.ignore_patterns("engines", "reports"))
+    assert Pipeline.load(copy).generate(images["scene"], "What is it?", max_new_tokens=2) is not None
+    inspected = inspect_bundle(copy)
+    assert inspected["ok"] and inspected["engines"]["rtx-4090"] == {"vision": "missing", "decoder": "missing"}
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(fp16_bundle, tampered)
+    with open(tampered / "engines" / "rtx-4090" / "vision.engine", "r+b") as f:
+        f.write(b"\x00" * 16)
+    inspected = inspect_bundle(tampered)
+    assert not inspected["ok"] and inspected["engines"]["rtx-4090"]["vision"] == "modified"
+    assert inspected["engines"]["rtx-4090"]["decoder"] == "intact"
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here; this checks the message where it is not")
@@ -219,7 +249,19 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
     build_engines(bundle, load_profile(str(tmp_path / "here.toml")))
     trt_result = Pipeline.load(bundle, backend="tensorrt").generate_full(images["scene"], "What is this?", max_new_tokens=8)
     ort_result = Pipeline.load(bundle).generate_full(images["scene"], "What is this?", max_new_tokens=8)
-    assert trt_result.kept_indices.tolist() == ort_result.kept_indices.tolist()
+    # Kept tokens under the fp16 tie band (edgecompress.parity), with PyTorch's scores as the referee.
+    import torch
+    from edgecompress.compiler import plan_vision
+    from edgecompress.models.llava import load_llava
+    from edgecompress.selection.methods import get_method
+    from edgecompress_runtime.preprocess import preprocess
+
+    adapter = load_llava(resolve_model("tiny-llava-random"), dtype=torch.float16)
+    module = plan_vision(adapter, get_method("hired"), "20%", "fp16").module
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    with torch.no_grad():
+        scores = module.selection_scores(torch.from_numpy(preprocess(images["scene"], manifest["preprocess"])))[0].numpy()
+    assert compare_selections(trt_result.kept_indices, ort_result.kept_indices, scores, precision="fp16").agree
     np.testing.assert_allclose(trt_result.prefill_logits, ort_result.prefill_logits, atol=5e-2, rtol=0)
 
 

@@ -62,8 +62,8 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
                 return ImageOps.exif_transpose(opened)
     except UnidentifiedImageError:
         raise EdgeCompressError(f"{path} is not an image PIL can read", hint="Use a PNG, JPEG, WebP, BMP, GIF or TIFF file.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise EdgeCompressError(f"image {path} is over PIL's decompression-bomb limit", hint="Downscale it first.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL checks the header first
+        raise EdgeCompressError(f"image {path} is too large to decode safely: {err}", hint="Downscale it first.") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or malformed data (PIL raises all three)
         raise EdgeCompressError(f"cannot read image {path}: {err}") from None
 
