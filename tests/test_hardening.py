@@ -161,3 +161,17 @@ def test_reports_are_not_part_of_the_contract(bundles, tmp_path, images):
     Pipeline.load(bundle).generate(images["scene"], "What is it?", max_new_tokens=2)
     shutil.rmtree(bundle / "reports")
     Pipeline.load(bundle).generate(images["scene"], "What is it?", max_new_tokens=2)
+
+
+def test_inspect_fails_a_bundle_that_reads_outside_itself(bundles, tmp_path):
+    """A crafted bundle whose vision graph stores a weight in ../secret.data (manifest re-hashed
+    so every sha256 matches): inspect reports the violation as a failure and reads nothing there."""
+    from tests.test_bad_inputs import outside_external_data
+
+    bundle = tmp_path / "crafted"
+    shutil.copytree(bundles["hired-fp32"], bundle)
+    outside_external_data(bundle)
+    result = run_cli("inspect", str(bundle))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "from '../secret.data', outside the bundle" in " ".join(result.stdout.split())
+    assert "verifier FAIL" in result.stdout

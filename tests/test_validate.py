@@ -106,6 +106,13 @@ def test_validate_reports_three_pipelines(bundles, shapes):
     assert len(rows) == 5 and json.loads(rows[0])["line"] == 1
     assert json.loads(report.read_text())["accuracy"] == summary["accuracy"]
     assert "| **all** | 5 |" in report.with_suffix(".md").read_text()
+    # Kept tokens, image by image, under the fp32 tie band: each row says how the bundle's
+    # selection compares with PyTorch's, with the margin at the cut-off.
+    kept = summary["kept_tokens_vs_pytorch_pruned"]
+    assert kept["compared"] == 5 and kept["agree_within_tie_band"] == 1.0 and kept["min_margin"] > 0
+    row = json.loads(rows[0])["selection"]
+    assert row["agree"] and row["band"] > 0 and row["margin"] >= kept["min_margin"]
+    assert "agree within the fp32 tie band on 100.0% of 5 images" in report.with_suffix(".md").read_text()
 
 
 def test_interrupted_validate_keeps_the_rows_written(bundles, shapes):
