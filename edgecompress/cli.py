@@ -173,6 +173,7 @@ def plan(
     model: str = typer.Argument(..., help="Recipe name or alias, recipe .toml, or local llava-hf folder (its config.json is enough)."),
     profile: str = typer.Option(..., "--profile", help="Target profile name or .toml."),
     budget: str = typer.Option("20%", "--budget", "-b", help="Visual-token budget: 20%, 0.2 or a count."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Token-selection method; K is the one its export keeps (pool: its h x w grid). Default: the recipe's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the profile's)."),
 ):
     """Show the memory plan of a model on a device at a budget, without exporting or downloading anything."""
@@ -190,7 +191,8 @@ def plan(
         architecture = json.loads((Path(spec.location) / "config.json").read_text())
     else:
         raise EdgeCompressError(f"plan needs the architecture of {model!r}", hint="Pass a recipe name or a local folder with a config.json.")
-    result = plan_memory(architecture, image_tokens_at(architecture, budget), target, precision)
+    method = method or (spec.recipe.defaults.get("method", "hired") if spec.recipe else "hired")
+    result = plan_memory(architecture, image_tokens_at(architecture, budget, method), target, precision)
     out_console.print(result.table())
     if not result.fits:
         raise typer.Exit(1)

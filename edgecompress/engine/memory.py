@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecompress.architecture import Architecture
 from edgecompress.engine.profiles import Profile
 from edgecompress.errors import EdgeCompressError
 
@@ -32,28 +33,8 @@ BYTES = {"fp16": 2, "fp32": 4}
 
 
 def parameter_counts(architecture: dict[str, Any]) -> dict[str, int]:
-    """Parameters each exported graph holds, counted on the meta device (no memory used)."""
-    import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    config = LlavaConfig(**{k: v for k, v in architecture.items() if k not in ("architectures", "transformers_version")})
-    with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
-    tower = model.model.vision_tower
-    layer = config.vision_feature_layer
-    num_layers = config.vision_config.num_hidden_layers
-    used = (layer if layer >= 0 else num_layers + 1 + layer)  # layers up to and including the feature layer
-
-    def count(*modules) -> int:
-        return sum(p.numel() for m in modules for p in m.parameters())
-
-    lm = model.model.language_model
-    embed = lm.embed_tokens
-    return {
-        "vision": count(tower.embeddings, tower.pre_layrnorm, *tower.encoder.layers[:used], model.model.multi_modal_projector),
-        "decoder": count(lm) - count(embed) + count(model.lm_head),
-        "embeddings": count(embed),
-    }
+    """Parameters each exported graph holds, from the config alone (no torch)."""
+    return Architecture.from_config(architecture).parameter_counts()
 
 
 @dataclass
@@ -98,44 +79,42 @@ class MemoryPlan:
 
 
 def _activations(architecture: dict[str, Any], prefill: int, nbytes: int) -> float:
-    text, vision = architecture["text_config"], architecture["vision_config"]
-    decoder = prefill * (4 * text["hidden_size"] + 2 * text["intermediate_size"]) * nbytes
-    decoder += text["num_attention_heads"] * prefill * prefill * nbytes + text["vocab_size"] * 4
-    tokens = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
-    vision_act = tokens * (4 * vision["hidden_size"] + vision["intermediate_size"]) * nbytes
-    vision_act += vision["num_attention_heads"] * tokens * tokens * 4  # selection scores stay fp32
-    return max(decoder, vision_act * vision_images(architecture))
+    facts = Architecture.from_config(architecture)
+    text, vision = facts.text, facts.vision
+    decoder = prefill * (4 * text.hidden + 2 * text.intermediate) * nbytes
+    decoder += text.heads * prefill * prefill * nbytes + text.vocab * 4
+    tokens = vision.patches + 1
+    vision_act = tokens * (4 * vision.hidden + vision.intermediate) * nbytes
+    vision_act += vision.heads * tokens * tokens * 4  # selection scores stay fp32
+    return max(decoder, vision_act * facts.vision_images)
 
 
 def unpruned_image_tokens(architecture: dict[str, Any]) -> int:
-    """The most image tokens the unpruned model feeds its language model: N for LLaVA-1.5; for
-    LLaVA-NeXT the base N plus the largest grid's tokens and one newline per token row."""
-    vision = architecture["vision_config"]
-    side = vision["image_size"] // vision["patch_size"]
-    tile = vision["image_size"]
-    pinpoints = architecture.get("image_grid_pinpoints") or []
-    tiles = [((h // tile) * side, (w // tile) * side) for h, w in pinpoints]
-    return side * side + max((rows * cols + rows for rows, cols in tiles), default=0)
+    """The most image tokens the unpruned model feeds its language model (see Architecture)."""
+    return Architecture.from_config(architecture).unpruned_image_tokens
 
 
-def image_tokens_at(architecture: dict[str, Any], budget: str) -> int:
-    """K, the image tokens the language model reads at ``budget``: resolved against every vision
-    slot (LLaVA-NeXT: the largest grid, as export does); at 100%, the model's own unpruned count."""
+def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hired") -> int:
+    """K, the image tokens the language model reads at ``budget`` with ``method``, as export
+    resolves it: against every vision slot (LLaVA-NeXT: the largest grid); `pool` emits its
+    h x w grid; `none` and 100% the model's own unpruned count."""
     from edgecompress.budget import resolve_budget
+    from edgecompress.selection.methods import get_method
 
-    vision = architecture["vision_config"]
-    n = (vision["image_size"] // vision["patch_size"]) ** 2 * vision_images(architecture)
+    facts = Architecture.from_config(architecture)
+    n = facts.vision.patches * facts.vision_images
+    selection = get_method(method)
+    if selection.keeps_all:
+        return facts.unpruned_image_tokens
     k = resolve_budget(budget, n).k
-    return unpruned_image_tokens(architecture) if k == n else k
+    if k == n:
+        return facts.unpruned_image_tokens
+    return selection.output_k(k, facts.vision.side)
 
 
 def vision_images(architecture: dict[str, Any]) -> int:
     """Images the vision graph encodes at once: 1, or for LLaVA-NeXT the base plus the most tiles."""
-    pinpoints = architecture.get("image_grid_pinpoints")
-    if not pinpoints:
-        return 1
-    tile = architecture["vision_config"]["image_size"]
-    return 1 + max((h // tile) * (w // tile) for h, w in pinpoints)
+    return Architecture.from_config(architecture).vision_images
 
 
 def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precision: str | None = None,
@@ -144,12 +123,10 @@ def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precisio
     if precision not in BYTES:
         raise EdgeCompressError(f"unknown precision {precision!r}", hint="Use fp16 or fp32.")
     nbytes = BYTES[precision]
-    counts = counts or parameter_counts(architecture)
-    text = architecture["text_config"]
-    heads = text["num_attention_heads"]
-    kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or text["hidden_size"] // heads
-    max_positions = text["max_position_embeddings"]
+    facts = Architecture.from_config(architecture)
+    counts = counts or facts.parameter_counts()
+    text = facts.text
+    max_positions = text.max_positions
 
     def rows_for(k_: int, prompt: int, output: int) -> tuple[int, dict[str, float]]:
         context = min(k_ + prompt + output, max_positions)
@@ -159,7 +136,7 @@ def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precisio
         }
         if profile.shared_memory:
             rows["embedding table"] = counts["embeddings"] * nbytes
-        rows["KV cache"] = 2 * text["num_hidden_layers"] * kv_heads * head_dim * context * nbytes
+        rows["KV cache"] = 2 * text.layers * text.kv_heads * text.head_dim * context * nbytes
         rows["activations (est.)"] = _activations(architecture, min(k_ + prompt, max_positions), nbytes)
         rows["builder workspace"] = profile.workspace_gib * GIB
         rows["reserved"] = profile.reserved_gib * GIB

@@ -3,17 +3,20 @@
 A method is math on tensors: given the feature layer's per-head CLS attention over patches
 (when it needs it) and K, it returns exactly K kept patch positions in original spatial order.
 How a method is wired into a model lives in the model adapter (``edgecompress/models``).
+
+torch is imported inside the math, not here: ``list methods`` and the memory plan read the
+registry on machines without PyTorch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.lowering.primitives import top_k_in_order
+
+if TYPE_CHECKING:
+    import torch
 
 
 def hired_scores(cls_attn: torch.Tensor) -> torch.Tensor:
@@ -23,10 +26,14 @@ def hired_scores(cls_attn: torch.Tensor) -> torch.Tensor:
 
 def hired_select(cls_attn: torch.Tensor, k: int) -> torch.Tensor:
     """HiRED for one partition (LLaVA-1.5): top-K by summed CLS attention, in raster order."""
+    from edgecompress.lowering.primitives import top_k_in_order
+
     return top_k_in_order(hired_scores(cls_attn), k)
 
 
 def keep_all(num_patches: int, batch: int) -> torch.Tensor:
+    import torch
+
     return torch.arange(num_patches, dtype=torch.int64).unsqueeze(0).expand(batch, -1)
 
 
@@ -35,6 +42,8 @@ RANDOM_SEED = 0  # the `random` baseline's positions: drawn once, at export, fro
 
 def random_positions(n: int, k: int, seed: int = RANDOM_SEED) -> torch.Tensor:
     """K of N positions drawn without replacement from a seeded generator, ascending (raster order)."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     return torch.sort(torch.randperm(n, generator=generator)[:k]).values
 
@@ -52,6 +61,8 @@ def pool_grid(k: int, side: int) -> tuple[int, int]:
 def pool_matrix(side: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """2D average pooling of a side x side token grid to ``grid`` as a constant [h*w, N] matrix
     (regions as adaptive_avg_pool2d forms them), and each region's centre patch index [h*w]."""
+    import torch
+
     h, w = grid
     matrix = torch.zeros(h * w, side * side)
     centres = torch.zeros(h * w, dtype=torch.int64)
