@@ -49,10 +49,10 @@ def main() -> int:
     from edgecompress import export_bundle
     from edgecompress.flops import ttft_flops
     from edgecompress.compiler import plan_vision
-    from edgecompress.models.llava import load_llava
+    from edgecompress.models.loading import load_llava
     from edgecompress.recipes import resolve_model
     from edgecompress.reference import chat_text, vision_inputs
-    from edgecompress.selection.methods import get_method
+    from edgecompress.methods import get_method
     from edgecompress_runtime import Pipeline
 
     hf_logging.disable_progress_bar()

@@ -51,9 +51,10 @@ def main() -> int:
     from edgecompress import export_bundle
     from edgecompress.budget import resolve_budget
     from edgecompress.graph.spec import torch_dtype
-    from edgecompress.models.llava import load_llava, pruned_vision
+    from edgecompress.models.llava import pruned_vision
+    from edgecompress.models.loading import load_llava
     from edgecompress.recipes import resolve_model
-    from edgecompress.selection.methods import get_method
+    from edgecompress.methods import get_method
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -344,12 +344,12 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
             table.add_row(p.name, p.backend, p.compute_capability or "-", memory, p.precision,
                           f"{p.max_prompt_tokens}/{p.max_output_tokens}", p.description)
     else:
-        from edgecompress.selection.methods import METHODS
+        from edgecompress.methods import methods
 
-        for col in ("method", "what it keeps", "reference"):
+        for col in ("method", "stage", "needs", "what it keeps", "reference"):
             table.add_column(col)
-        for m in METHODS.values():
-            table.add_row(m.name, m.summary, m.reference)
+        for m in methods().values():
+            table.add_row(m.name, m.stage, ", ".join(m.needs), m.summary, m.reference)
     out_console.print(table)
 
 

@@ -25,7 +25,7 @@ from edgecompress.graph.spec import (
     torch_dtype,
 )
 from edgecompress.recipes import ModelSpec, resolve_model
-from edgecompress.selection.methods import get_method
+from edgecompress.methods import get_method
 from edgecompress.steps import Steps
 
 DEFAULT_OUT_ROOT = Path("out")
@@ -93,7 +93,8 @@ def export_bundle(
     token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
     """
     from edgecompress.graph.export import export_onnx
-    from edgecompress.models.llava import llava_decoder, load_llava
+    from edgecompress.models.llava import llava_decoder
+    from edgecompress.models.loading import load_llava
 
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -159,14 +160,10 @@ def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
 
     size = adapter.vision_config.image_size
     if adapter.family == "llava-next":
-        from edgecompress.models.llava_next import (
-            HIRED_ALPHA,
-            TOKEN_ORDER,
-            TOKEN_ORDER_NONE,
-            pruned_vision_next,
-        )
+        from edgecompress.models.llava_next import TOKEN_ORDER, TOKEN_ORDER_NONE, check_anyres, pruned_vision_next
 
-        resolved, split = adapter.partition_budget(budget) if not selection.keeps_all else (None, None)
+        check_anyres(selection)
+        resolved, split = adapter.partition_budget(budget, selection.partition_alpha) if not selection.keeps_all else (None, None)
         module = pruned_vision_next(adapter, selection, split)
         slots, n = adapter.slots, adapter.num_patches
         spec = llava_next_vision_spec(size, slots, n, module.k, adapter.projected_dim, precision,
@@ -182,7 +179,7 @@ def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
         details: dict[str, Any] = {"summary": selection.summary}
         if split is not None:
             details.update({
-                "alpha": HIRED_ALPHA, "allocation": "grid", "total": split.total, "base_k": split.base_k,
+                "alpha": selection.partition_alpha, "allocation": "grid", "total": split.total, "base_k": split.base_k,
                 "sub_total": split.sub_total,
                 "rule": "against the largest grid: total = floor((1 + max_tiles) N rate), base_k = min(floor(total alpha), N), "
                         "sub_total = total - base_k; tiles share sub_total by largest remainder",
@@ -284,15 +281,7 @@ def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
 
 
 def method_details(selection, budget_k: int, k: int, side: int) -> dict[str, Any]:
-    from edgecompress.selection.methods import RANDOM_SEED, pool_grid
-
-    details: dict[str, Any] = {"summary": selection.summary}
-    if selection.kind == "fixed":
-        details["seed"] = RANDOM_SEED
-    if selection.kind == "pool":
-        details["grid"] = list(pool_grid(budget_k, side))
-        details["rule"] = f"largest h x w <= K with |h - w| <= 1: {budget_k} -> {k} tokens"
-    return details
+    return {"summary": selection.summary, **selection.details(budget_k, k, side)}
 
 
 def build_manifest(spec, adapter, plan: VisionPlan, precision, graphs, text, random_weights) -> dict[str, Any]:

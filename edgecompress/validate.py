@@ -89,9 +89,9 @@ class TorchPipelines:
         from edgecompress.graph.spec import torch_dtype
 
         from edgecompress.compiler import plan_vision
-        from edgecompress.models.llava import load_llava
+        from edgecompress.models.loading import load_llava
         from edgecompress.recipes import resolve_model
-        from edgecompress.selection.methods import get_method
+        from edgecompress.methods import get_method
 
         source = manifest["source"]
         model = manifest["recipe"]["name"] if source["kind"] == "recipe" else source["location"]

@@ -92,7 +92,7 @@ def pixels(images, processor) -> dict:
 def tiny_fp32(tiny_spec):
     import torch
 
-    from edgecompress.models.llava import load_llava
+    from edgecompress.models.loading import load_llava
 
     return load_llava(tiny_spec, dtype=torch.float32)
 
@@ -101,7 +101,7 @@ def tiny_fp32(tiny_spec):
 def tiny_fp16(tiny_spec):
     import torch
 
-    from edgecompress.models.llava import load_llava
+    from edgecompress.models.loading import load_llava
 
     return load_llava(tiny_spec, dtype=torch.float16)
 

@@ -281,7 +281,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def sources(bundles, tiny_checkpoint) -> dict:
-    from edgecompress.models.llava import bundled_checkpoint
+    from edgecompress.models.loading import bundled_checkpoint
 
     return {"bundle": bundles["hired-fp32"], "checkpoint": bundled_checkpoint("bundled:weights/tiny-llava")}
 

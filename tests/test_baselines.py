@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from edgecompress import export_bundle
 from edgecompress.models.llava import pruned_vision
 from edgecompress.reference import pruned_generate
-from edgecompress.selection.methods import get_method, pool_grid, random_positions
+from edgecompress.methods import get_method
+from edgecompress.methods.pool import pool_grid
+from edgecompress.methods.random import random_positions
 from edgecompress_runtime import Pipeline
 
 

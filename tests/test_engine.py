@@ -252,8 +252,8 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
     # Kept tokens under the fp16 tie band (edgecompress.parity), with PyTorch's scores as the referee.
     import torch
     from edgecompress.compiler import plan_vision
-    from edgecompress.models.llava import load_llava
-    from edgecompress.selection.methods import get_method
+    from edgecompress.models.loading import load_llava
+    from edgecompress.methods import get_method
     from edgecompress_runtime.preprocess import preprocess
 
     adapter = load_llava(resolve_model("tiny-llava-random"), dtype=torch.float16)

@@ -14,7 +14,8 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.graph.export import load_graph
 from edgecompress.lowering.verifier import verify_graph
 from edgecompress.models.llava import pruned_vision
-from edgecompress.selection.methods import get_method, hired_scores
+from edgecompress.methods import get_method
+from edgecompress.methods.hired import hired_scores
 from tests.helpers import assert_same_selection
 
 IMAGES = ["noise", "flat", "scene"]

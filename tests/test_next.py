@@ -12,9 +12,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.models.llava_next import HIRED_ALPHA, hired_next_reference, pruned_vision_next
+from edgecompress.methods.hired import ALPHA as HIRED_ALPHA
+from edgecompress.models.llava_next import hired_next_reference, pruned_vision_next
 from edgecompress.reference import pruned_generate, transformers_generate, vision_inputs
-from edgecompress.selection.methods import get_method
+from edgecompress.methods import get_method
 from edgecompress_runtime.anyres import layout_for, preprocess_anyres
 from edgecompress_runtime.pipeline import Pipeline
 from tests.helpers import assert_engines_match_manifest
@@ -56,7 +57,7 @@ def next_spec():
 
 @pytest.fixture(scope="module")
 def tiny_next(next_spec):
-    from edgecompress.models.llava import load_llava
+    from edgecompress.models.loading import load_llava
 
     return load_llava(next_spec, dtype=torch.float32)
 
@@ -81,7 +82,7 @@ def next_bundles(tmp_path_factory, tiny_next):
 
 @pytest.fixture(scope="module")
 def hired_module(tiny_next):
-    _, split = tiny_next.partition_budget("20%")
+    _, split = tiny_next.partition_budget("20%", HIRED_ALPHA)
     return pruned_vision_next(tiny_next, get_method("hired"), split)
 
 
@@ -120,20 +121,20 @@ def test_runtime_tile_mask_equals_transformers_unpadding(tiny_next, next_process
 
 
 def test_budget_is_defined_against_the_largest_grid(tiny_next):
-    resolved, split = tiny_next.partition_budget("20%")
+    resolved, split = tiny_next.partition_budget("20%", HIRED_ALPHA)
     assert (resolved.n, split) == (5 * N, (576, 288, 288))  # base + 4 tiles: the 2x2 grid
-    _, split = tiny_next.partition_budget("60%")  # the most a 2-tile image can fill: 576 + 2 * 576
+    _, split = tiny_next.partition_budget("60%", HIRED_ALPHA)  # the most a 2-tile image can fill: 576 + 2 * 576
     assert split == (1728, 576, 1152)
     with pytest.raises(EdgeCompressError, match="an image tiled 2 tiles has only 1152") as err:
-        tiny_next.partition_budget("70%")
+        tiny_next.partition_budget("70%", HIRED_ALPHA)
     assert "at most 60%" in err.value.hint
     with pytest.raises(EdgeCompressError, match="too few"):
-        tiny_next.partition_budget("1")
+        tiny_next.partition_budget("1", HIRED_ALPHA)
 
 
 @pytest.mark.parametrize("budget", ["5%", "10%", "20%", "50%"])
 def test_exactly_k_tokens_and_per_tile_counts_equal_the_quotas(tiny_next, next_processor, next_images, budget):
-    _, split = tiny_next.partition_budget(budget)
+    _, split = tiny_next.partition_budget(budget, HIRED_ALPHA)
     module = pruned_vision_next(tiny_next, get_method("hired"), split)
     for size, image in next_images.items():
         pixel_values, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)

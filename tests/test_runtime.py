@@ -13,7 +13,7 @@ from PIL import Image
 
 from edgecompress.models.llava import pruned_vision
 from edgecompress.reference import pruned_generate, transformers_generate
-from edgecompress.selection.methods import get_method
+from edgecompress.methods import get_method
 from edgecompress_runtime import EdgeCompressError, Pipeline, preprocess
 from tests.helpers import assert_generation_matches
 from tests.conftest import run_cli

@@ -5,7 +5,7 @@ import torch
 
 from edgecompress.lowering.primitives import ordered_gather, top_k_in_order
 from edgecompress.models.llava import pruned_vision
-from edgecompress.selection.methods import get_method
+from edgecompress.methods import get_method
 from tests.helpers import assert_same_selection
 
 IMAGES = ["noise", "flat", "scene"]

@@ -99,7 +99,7 @@ def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hi
     resolves it: against every vision slot (LLaVA-NeXT: the largest grid); `pool` emits its
     h x w grid; `none` and 100% the model's own unpruned count."""
     from edgecompress.budget import resolve_budget
-    from edgecompress.selection.methods import get_method
+    from edgecompress.methods import get_method
 
     facts = Architecture.from_config(architecture)
     n = facts.vision.patches * facts.vision_images

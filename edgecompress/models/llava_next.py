@@ -26,7 +26,7 @@ from edgecompress.budget import Budget, resolve_budget
 from edgecompress.errors import EdgeCompressError
 from edgecompress.lowering.primitives import top_k_in_order
 from edgecompress.models.llava import LlavaAdapter, LlavaPrunedVision
-from edgecompress.selection.methods import SelectionMethod, hired_scores
+from edgecompress.methods import Method
 from edgecompress.selection.partitions import (
     PartitionBudget,
     largest_remainder,
@@ -37,8 +37,6 @@ from edgecompress.selection.partitions import (
     tile_quotas,
 )
 
-HIRED_ALPHA = 0.5  # METHODS.md: the share of the total budget the base image keeps
-NEXT_METHODS = ("hired", "none")
 
 TOKEN_ORDER = (
     "base image's kept tokens in raster order, then the tiles' kept tokens row-major over the whole "
@@ -117,12 +115,13 @@ class LlavaNextAdapter(LlavaAdapter):
         data["anyres"] = self.anyres_record()
         return data
 
-    def partition_budget(self, budget: str) -> tuple[Budget, PartitionBudget]:
-        """Resolve ``budget`` against the largest grid into (total, base_k, sub_total)."""
+    def partition_budget(self, budget: str, alpha: float) -> tuple[Budget, PartitionBudget]:
+        """Resolve ``budget`` against the largest grid into (total, base_k, sub_total); ``alpha``
+        is the base image's share (the method's)."""
         n = self.num_patches
         resolved = resolve_budget(budget, self.slots * n)
         total = resolved.k
-        base_k = min(int(total * HIRED_ALPHA), n)
+        base_k = min(int(total * alpha), n)
         split = PartitionBudget(total, base_k, total - base_k)
         capacity = self.min_tiles * n
         if split.sub_total > capacity:
@@ -185,14 +184,12 @@ class LlavaNextPrunedVision(nn.Module):
     runtime packs them as LLaVA-NeXT does (unpadding, newline tokens).
     """
 
-    def __init__(self, adapter: LlavaNextAdapter, method: SelectionMethod, split: PartitionBudget | None):
+    def __init__(self, adapter: LlavaNextAdapter, method: Method, split: PartitionBudget | None):
         super().__init__()
-        if method.name not in NEXT_METHODS:
-            raise EdgeCompressError(
-                f"method {method.name!r} is not available for LLaVA-NeXT yet",
-                hint=f"Use one of: {', '.join(NEXT_METHODS)}.",
-            )
+        check_anyres(method)
         self.keeps_all = method.keeps_all
+        self.alpha = method.partition_alpha
+        self.score = method.score
         self.encoder = LlavaPrunedVision(adapter, method, split.total if split else adapter.num_patches)
         self.feature_layer = len(self.encoder.layers) - 1
         self.n, self.tiles = adapter.num_patches, adapter.max_tiles
@@ -213,12 +210,12 @@ class LlavaNextPrunedVision(nn.Module):
     def scores(self, pixel_values: torch.Tensor):
         """Patch features [1+T, N, D], feature-layer scores [1+T, N], base layer-0 scores [N]."""
         features, attns = self.encoder.encode(pixel_values, (0, self.feature_layer))
-        return features, hired_scores(attns[self.feature_layer]), hired_scores(attns[0][:1])[0]
+        return features, self.score(attns[self.feature_layer]), self.score(attns[0][:1])[0]
 
     def quotas(self, layer0: torch.Tensor, grid_index: torch.Tensor, tile_mask: torch.Tensor) -> torch.Tensor:
         """Tokens each tile slot keeps [T] (grid allocation, capped by the tokens inside the image)."""
         regions = torch.index_select(self.regions, 0, grid_index.reshape(1))[0]  # [T, N]
-        counts = torch.matmul(regions, spatial_mask(layer0, self.n, HIRED_ALPHA))
+        counts = torch.matmul(regions, spatial_mask(layer0, self.n, self.alpha))
         caps = tile_mask.sum(-1).round().to(torch.int64)
         return largest_remainder(counts, self.split.sub_total, caps)
 
@@ -260,9 +257,9 @@ def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tens
     tiles = grid[0] * grid[1]
     with torch.no_grad():
         _, scores, layer0 = module.scores(pixel_values)
-    split = partition_budget(tiles, n, rate, HIRED_ALPHA)
+    split = partition_budget(tiles, n, rate, module.alpha)
     base = top_k_in_order(scores[0], split.base_k).tolist()
-    quotas = tile_quotas(layer0, grid, n, HIRED_ALPHA, split.sub_total, mode="reference")
+    quotas = tile_quotas(layer0, grid, n, module.alpha, split.sub_total, mode="reference")
     chosen = []
     for t in range(tiles):
         if int(quotas[t]):
@@ -272,5 +269,17 @@ def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tens
     return base + [n + f for f in kept]
 
 
-def pruned_vision_next(adapter: LlavaNextAdapter, method: SelectionMethod, split: PartitionBudget | None):
+def check_anyres(method: Method) -> None:
+    """LLaVA-NeXT takes the unpruned baseline and methods that split a budget over partitions."""
+    if not (method.keeps_all or method.partition_alpha is not None):
+        from edgecompress.methods import methods
+
+        usable = [m.name for m in methods().values() if m.keeps_all or m.partition_alpha is not None]
+        raise EdgeCompressError(
+            f"method {method.name!r} is not available for LLaVA-NeXT yet (it has no per-partition budget split)",
+            hint=f"Use one of: {', '.join(usable)}.",
+        )
+
+
+def pruned_vision_next(adapter: LlavaNextAdapter, method: Method, split: PartitionBudget | None):
     return LlavaNextPrunedVision(adapter, method, split).eval()
