@@ -123,12 +123,15 @@ class Architecture:
         return max(self.feature_layers)
 
     @property
+    def grids(self) -> list[tuple[int, int]]:
+        """LLaVA-NeXT's (tile rows, tile cols) of every pinpoint; empty for LLaVA-1.5."""
+        tile = self.vision.image_size
+        return [(h // tile, w // tile) for h, w in self.grid_pinpoints]
+
+    @property
     def vision_images(self) -> int:
         """Images the vision graph encodes at once: 1, or for LLaVA-NeXT the base plus the most tiles."""
-        if not self.grid_pinpoints:
-            return 1
-        tile = self.vision.image_size
-        return 1 + max((h // tile) * (w // tile) for h, w in self.grid_pinpoints)
+        return 1 + max((h * w for h, w in self.grids), default=0)
 
     @property
     def unpruned_image_tokens(self) -> int:

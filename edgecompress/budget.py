@@ -18,8 +18,13 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING, NamedTuple
 
 from edgecompress.errors import EdgeCompressError
+
+if TYPE_CHECKING:
+    from edgecompress.architecture import Architecture
+    from edgecompress.methods import Method
 
 ROUNDING_RULE = "K = min(N, floor(N * rate)); a count is taken as is"
 
@@ -95,3 +100,58 @@ def resolve_budget(spec: str | float | int, n: int) -> Budget:
             hint=f"Use at least {math.ceil(Fraction(100, n) * 100) / 100}% or a token count of 1 or more.",
         )
     return Budget(spec=str(spec).strip(), kind=kind, rate=float(value), n=n, k=k)
+
+
+class PartitionBudget(NamedTuple):
+    """A budget split over LLaVA-NeXT's partitions: ``total`` = base_k + sub_total."""
+
+    total: int
+    base_k: int
+    sub_total: int
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A budget resolved for one method on one model: what export keeps, what the memory plan
+    counts, what the manifest records."""
+
+    budget: Budget  # the user's spelling resolved against every vision slot's N
+    k: int  # image tokens the language model reads (pool: its grid; unpruned NeXT: the packed maximum)
+    split: PartitionBudget | None = None  # LLaVA-NeXT: the base/tiles split
+
+
+def resolve_for(spec: str, method: "Method", facts: "Architecture") -> Resolution:
+    """The one place a budget becomes K for a method and a model family.
+
+    LLaVA-1.5: K = min(N, floor(N rate)), then the method's own rounding (``output_k``).
+    LLaVA-NeXT: against the largest grid, N = (1 + max_tiles) x 576; the method's
+    ``partition_alpha`` splits K into base_k = min(floor(K alpha), N) and sub_total = K - base_k,
+    refused where the smallest grid's tiles could not hold sub_total (K must be one number).
+    The unpruned baseline reads the model's own count (NeXT: the packed maximum).
+    """
+    n, slots = facts.vision.patches, facts.vision_images
+    if method.keeps_all:
+        return Resolution(resolve_budget("100%", n * slots), facts.unpruned_image_tokens)
+    resolved = resolve_budget(spec, n * slots)
+    if slots == 1:
+        return Resolution(resolved, method.output_k(resolved.k, facts.vision.side))
+    if method.partition_alpha is None:
+        raise EdgeCompressError(f"method {method.name!r} has no per-partition budget split for LLaVA-NeXT")
+    total = resolved.k
+    base_k = min(int(total * method.partition_alpha), n)
+    split = PartitionBudget(total, base_k, total - base_k)
+    min_tiles = min(h * w for h, w in facts.grids)
+    capacity = min_tiles * n
+    if split.sub_total > capacity:
+        largest = (n + capacity) * 100 / (slots * n)
+        raise EdgeCompressError(
+            f"budget {spec} keeps {total} tokens, {split.sub_total} of them in the tiles; an image tiled "
+            f"{min_tiles} tiles has only {capacity}, so K could not be the same for every image",
+            hint=f"Use at most {int(largest)}% ({n + capacity} tokens), or --method none to keep every token.",
+        )
+    if split.base_k < 1 or split.sub_total < 1:
+        raise EdgeCompressError(
+            f"budget {spec} keeps {total} tokens: too few to give both the base image and the tiles one",
+            hint="Use at least 2 tokens (or 0.1%).",
+        )
+    return Resolution(resolved, total, split)

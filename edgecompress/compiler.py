@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress import __version__
-from edgecompress.budget import parse_budget, resolve_budget
+from edgecompress.budget import parse_budget, resolve_for
 from edgecompress.bundle import SCHEMA_VERSION, BundleWriter, check_destination
 from edgecompress.errors import EdgeCompressError
 from edgecompress.graph.spec import (
@@ -158,20 +158,19 @@ def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
     """The vision module, its example inputs, graph spec and K, for the adapter's family."""
     import torch
 
+    from edgecompress.architecture import Architecture
+
     size = adapter.vision_config.image_size
     if adapter.family == "llava-next":
         from edgecompress.models.llava_next import TOKEN_ORDER, TOKEN_ORDER_NONE, check_anyres, pruned_vision_next
 
         check_anyres(selection)
-        resolved, split = adapter.partition_budget(budget, selection.partition_alpha) if not selection.keeps_all else (None, None)
+        resolution = resolve_for(budget, selection, Architecture.from_config(adapter.config.to_dict()))
+        resolved, split, k = resolution.budget, resolution.split, resolution.k
         module = pruned_vision_next(adapter, selection, split)
         slots, n = adapter.slots, adapter.num_patches
         spec = llava_next_vision_spec(size, slots, n, module.k, adapter.projected_dim, precision,
                                       keeps_all=selection.keeps_all)
-        k = module.k  # image tokens the language model reads: K, or unpruned at most the packed maximum
-        if selection.keeps_all:
-            resolved = resolve_budget("100%", module.slots_tokens)
-            k = adapter.unpruned_max_tokens()
         tile_mask = torch.ones(slots - 1, n)
         example = (torch.rand(slots, 3, size, size),)
         if not selection.keeps_all:
@@ -191,8 +190,8 @@ def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
 
     from edgecompress.models.llava import pruned_vision
 
-    resolved = resolve_budget(budget, adapter.num_patches)
-    k = selection.output_k(resolved.k, adapter.grid)  # what the graph emits; pool rounds to its grid
+    resolution = resolve_for(budget, selection, Architecture.from_config(adapter.config.to_dict()))
+    resolved, k = resolution.budget, resolution.k  # k: what the graph emits (pool rounds to its grid)
     return VisionPlan(
         pruned_vision(adapter, selection, k),
         (torch.rand(1, 3, size, size),),

@@ -80,9 +80,18 @@ def next_bundles(tmp_path_factory, tiny_next):
     }
 
 
+def partition_budget(adapter, budget: str):
+    """(resolved budget, split) for HiRED on this model: the one resolution export uses."""
+    from edgecompress.architecture import Architecture
+    from edgecompress.budget import resolve_for
+
+    resolution = resolve_for(budget, get_method("hired"), Architecture.from_config(adapter.config.to_dict()))
+    return resolution.budget, resolution.split
+
+
 @pytest.fixture(scope="module")
 def hired_module(tiny_next):
-    _, split = tiny_next.partition_budget("20%", HIRED_ALPHA)
+    _, split = partition_budget(tiny_next, "20%")
     return pruned_vision_next(tiny_next, get_method("hired"), split)
 
 
@@ -121,20 +130,20 @@ def test_runtime_tile_mask_equals_transformers_unpadding(tiny_next, next_process
 
 
 def test_budget_is_defined_against_the_largest_grid(tiny_next):
-    resolved, split = tiny_next.partition_budget("20%", HIRED_ALPHA)
+    resolved, split = partition_budget(tiny_next, "20%")
     assert (resolved.n, split) == (5 * N, (576, 288, 288))  # base + 4 tiles: the 2x2 grid
-    _, split = tiny_next.partition_budget("60%", HIRED_ALPHA)  # the most a 2-tile image can fill: 576 + 2 * 576
+    _, split = partition_budget(tiny_next, "60%")  # the most a 2-tile image can fill: 576 + 2 * 576
     assert split == (1728, 576, 1152)
     with pytest.raises(EdgeCompressError, match="an image tiled 2 tiles has only 1152") as err:
-        tiny_next.partition_budget("70%", HIRED_ALPHA)
+        partition_budget(tiny_next, "70%")
     assert "at most 60%" in err.value.hint
     with pytest.raises(EdgeCompressError, match="too few"):
-        tiny_next.partition_budget("1", HIRED_ALPHA)
+        partition_budget(tiny_next, "1")
 
 
 @pytest.mark.parametrize("budget", ["5%", "10%", "20%", "50%"])
 def test_exactly_k_tokens_and_per_tile_counts_equal_the_quotas(tiny_next, next_processor, next_images, budget):
-    _, split = tiny_next.partition_budget(budget, HIRED_ALPHA)
+    _, split = partition_budget(tiny_next, budget)
     module = pruned_vision_next(tiny_next, get_method("hired"), split)
     for size, image in next_images.items():
         pixel_values, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)

@@ -95,21 +95,17 @@ def unpruned_image_tokens(architecture: dict[str, Any]) -> int:
 
 
 def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hired") -> int:
-    """K, the image tokens the language model reads at ``budget`` with ``method``, as export
-    resolves it: against every vision slot (LLaVA-NeXT: the largest grid); `pool` emits its
-    h x w grid; `none` and 100% the model's own unpruned count."""
-    from edgecompress.budget import resolve_budget
+    """K, the image tokens the language model reads at ``budget`` with ``method``: the K export
+    keeps (``edgecompress.budget.resolve_for``, the one place a budget becomes K); a budget of
+    every token plans the unpruned model (for LLaVA-NeXT its packed maximum)."""
+    from edgecompress.budget import resolve_budget, resolve_for
     from edgecompress.methods import get_method
 
     facts = Architecture.from_config(architecture)
-    n = facts.vision.patches * facts.vision_images
-    selection = get_method(method)
-    if selection.keeps_all:
+    every = facts.vision.patches * facts.vision_images
+    if resolve_budget(budget, every).k == every:
         return facts.unpruned_image_tokens
-    k = resolve_budget(budget, n).k
-    if k == n:
-        return facts.unpruned_image_tokens
-    return selection.output_k(k, facts.vision.side)
+    return resolve_for(budget, get_method(method), facts).k
 
 
 def vision_images(architecture: dict[str, Any]) -> int:

@@ -22,13 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecompress.budget import Budget, resolve_budget
+from edgecompress.budget import PartitionBudget
 from edgecompress.errors import EdgeCompressError
 from edgecompress.lowering.primitives import top_k_in_order
 from edgecompress.models.llava import LlavaAdapter, LlavaPrunedVision
 from edgecompress.methods import Method
 from edgecompress.selection.partitions import (
-    PartitionBudget,
     largest_remainder,
     partition_budget,
     quota_select,
@@ -114,29 +113,6 @@ class LlavaNextAdapter(LlavaAdapter):
         data = super().describe()
         data["anyres"] = self.anyres_record()
         return data
-
-    def partition_budget(self, budget: str, alpha: float) -> tuple[Budget, PartitionBudget]:
-        """Resolve ``budget`` against the largest grid into (total, base_k, sub_total); ``alpha``
-        is the base image's share (the method's)."""
-        n = self.num_patches
-        resolved = resolve_budget(budget, self.slots * n)
-        total = resolved.k
-        base_k = min(int(total * alpha), n)
-        split = PartitionBudget(total, base_k, total - base_k)
-        capacity = self.min_tiles * n
-        if split.sub_total > capacity:
-            largest = (n + capacity) * 100 / (self.slots * n)
-            raise EdgeCompressError(
-                f"budget {budget} keeps {total} tokens, {split.sub_total} of them in the tiles; an image tiled "
-                f"{self.min_tiles} tiles has only {capacity}, so K could not be the same for every image",
-                hint=f"Use at most {int(largest)}% ({n + capacity} tokens), or --method none to keep every token.",
-            )
-        if split.base_k < 1 or split.sub_total < 1:
-            raise EdgeCompressError(
-                f"budget {budget} keeps {total} tokens: too few to give both the base image and the tiles one",
-                hint="Use at least 2 tokens (or 0.1%).",
-            )
-        return resolved, split
 
     def grid_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per grid, constants the selection reads (indexed by the graph's ``grid_index``):

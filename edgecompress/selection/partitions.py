@@ -20,17 +20,11 @@ Two allocation modes:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import torch
 
+from edgecompress.budget import PartitionBudget
+
 from edgecompress.lowering.primitives import constant_topk, descending_rank, raster_order
-
-
-class PartitionBudget(NamedTuple):
-    total: int
-    base_k: int
-    sub_total: int
 
 
 def partition_budget(num_tiles: int, n: int, rate: float, alpha: float) -> PartitionBudget:
