@@ -8,6 +8,7 @@ from typing import Any
 from edgecompress.bundle import read_manifest, sha256_file, verify_files
 from edgecompress.errors import EdgeCompressError
 from edgecompress_runtime.bundle import containment_problems, external_data_problems, inside
+from edgecompress_runtime.manifest import Manifest
 
 
 def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
@@ -22,17 +23,18 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
     # A bundle that points outside itself is reported, and nothing outside it is read.
     file_problems = escapes or verify_files(bundle, manifest)
     graphs = {}
-    for name, entry in manifest.get("graphs", {}).items():
+    for name, graph in manifest.graphs.items():
         spec = GraphSpec(
-            name=entry["name"],
-            inputs=tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in entry["inputs"]),
-            outputs=tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in entry["outputs"]),
-            dynamic_axes={k: {int(i): n for i, n in v.items()} for k, v in entry.get("dynamic_axes", {}).items()},
+            name=graph.name,
+            inputs=tuple(TensorSpec(t.name, t.shape, t.dtype) for t in graph.inputs),
+            outputs=tuple(TensorSpec(t.name, t.shape, t.dtype) for t in graph.outputs),
+            dynamic_axes=graph.dynamic_axes,
         )
+        entry = manifest.data["graphs"][name]  # shown as written
         try:
-            path = inside(bundle, entry["file"])
+            path = inside(bundle, graph.file)
             if not path.exists():
-                raise EdgeCompressError(f"{entry['file']} is missing")
+                raise EdgeCompressError(f"{graph.file} is missing")
             outside = external_data_problems(bundle, path)
             if outside:
                 raise EdgeCompressError("; ".join(outside))
@@ -43,28 +45,28 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
     engines = {} if escapes else engine_status(bundle, manifest)
     ok = (not file_problems and all(g["verify"]["ok"] for g in graphs.values())
           and all(state != "modified" for graphs_ in engines.values() for state in graphs_.values()))
-    result = {"bundle": str(bundle), "ok": ok, "manifest": manifest, "file_problems": file_problems, "graphs": graphs,
+    result = {"bundle": str(bundle), "ok": ok, "manifest": manifest.data, "file_problems": file_problems, "graphs": graphs,
               "engines": engines}
     if profile is not None:
         from edgecompress.engine.memory import plan_memory
         from edgecompress.engine.profiles import load_profile
 
-        plan = plan_memory(manifest["architecture"], manifest["k"], load_profile(profile), manifest["precision"])
+        plan = plan_memory(manifest.architecture, manifest.k, load_profile(profile), manifest.precision)
         result["memory_plan"] = plan.to_dict()
         result["memory_plan_text"] = plan.table()
     return result
 
 
-def engine_status(bundle: Path, manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+def engine_status(bundle: Path, manifest: Manifest) -> dict[str, dict[str, str]]:
     """Each built engine: "intact", "missing" (a bundle copied without engines/ still runs in ONNX
     Runtime) or "modified" (its sha256 differs from the engine table: a failure)."""
     status = {}
-    for profile, record in manifest.get("engines", {}).items():
+    for profile, record in manifest.engines.items():
         status[profile] = {}
-        for graph, entry in record["graphs"].items():
-            path = inside(bundle, entry["file"])
+        for graph, entry in record.graphs.items():
+            path = inside(bundle, entry.file)
             status[profile][graph] = ("missing" if not path.is_file()
-                                      else "intact" if sha256_file(path) == entry["sha256"] else "modified")
+                                      else "intact" if sha256_file(path) == entry.sha256 else "modified")
     return status
 
 

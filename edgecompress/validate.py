@@ -28,6 +28,7 @@ from typing import Any, Callable
 from edgecompress.bundle import write_json
 from edgecompress.errors import EdgeCompressError
 from edgecompress_runtime.bundle import open_bundle
+from edgecompress_runtime.manifest import Manifest
 
 PIPELINES = ("bundle", "pytorch_pruned", "pytorch_unpruned")
 
@@ -83,7 +84,7 @@ def load_dataset(path: str | Path, limit: int | None = None) -> list[Sample]:
 class TorchPipelines:
     """The bundle's checkpoint in PyTorch, pruned as the bundle is and unpruned."""
 
-    def __init__(self, manifest: dict[str, Any]):
+    def __init__(self, manifest: Manifest):
         from transformers import AutoProcessor
 
         from edgecompress.graph.spec import torch_dtype
@@ -93,19 +94,18 @@ class TorchPipelines:
         from edgecompress.recipes import resolve_model
         from edgecompress.methods import get_method
 
-        source = manifest["source"]
-        model = manifest["recipe"]["name"] if source["kind"] == "recipe" else source["location"]
-        dtype = torch_dtype(manifest["precision"])
-        self.adapter = load_llava(resolve_model(model), dtype=dtype, random_weights=bool(manifest.get("random_weights")))
+        source = manifest.source
+        model = manifest.recipe_name if source.get("kind") == "recipe" else source.get("location", "")
+        dtype = torch_dtype(manifest.precision)
+        self.adapter = load_llava(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights)
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
         self.processor = AutoProcessor.from_pretrained(self.adapter.text_source)
-        method = get_method(manifest["method"])
+        method = get_method(manifest.method)
         # The pruned PyTorch module the bundle was exported from (same method and budget). An
         # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is
         # transformers itself.
-        packed = manifest.get("packing", {}).get("kind") == "anyres-newline"
-        self.vision = None if packed else plan_vision(self.adapter, method, manifest["budget"]["spec"], manifest["precision"]).module
+        self.vision = None if manifest.packs_newlines else plan_vision(self.adapter, method, manifest.budget_spec, manifest.precision).module
 
     def answer(self, image, question: str, max_new_tokens: int):
         """(pruned answer, unpruned answer, the pruned pipeline's ReferenceOutput or None when the
@@ -151,9 +151,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def markdown(summary: dict[str, Any], manifest: dict[str, Any], dataset: str, backend: str) -> str:
+def markdown(summary: dict[str, Any], manifest: Manifest, dataset: str, backend: str) -> str:
     lines = [
-        f"# validate: {manifest['recipe']['name']} {manifest['method']} K={manifest['k']} ({manifest['precision']})",
+        f"# validate: {manifest.recipe_name} {manifest.method} K={manifest.k} ({manifest.precision})",
         "",
         f"data set `{dataset}`, {summary['questions']} questions, bundle backend `{backend}`",
         "",
@@ -170,7 +170,7 @@ def markdown(summary: dict[str, Any], manifest: dict[str, Any], dataset: str, ba
     if kept:
         margin = "" if kept["min_margin"] is None else f"; smallest selection margin {kept['min_margin']:.3g}"
         lines += [f"kept tokens, bundle vs PyTorch pruned: identical on {kept['identical']:.1%}, agree within the "
-                  f"{manifest['precision']} tie band on {kept['agree_within_tie_band']:.1%} of {kept['compared']} images{margin}", ""]
+                  f"{manifest.precision} tie band on {kept['agree_within_tie_band']:.1%} of {kept['compared']} images{margin}", ""]
     return "\n".join(lines)
 
 
@@ -238,7 +238,7 @@ def validate_bundle(
     try:
         with rows_file as out:
             for index, sample in enumerate(samples):
-                row = _validate_one(sample, pipe, torch_pipes, max_new_tokens, manifest["precision"])
+                row = _validate_one(sample, pipe, torch_pipes, max_new_tokens, manifest.precision)
                 rows.append(row)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
@@ -251,8 +251,8 @@ def validate_bundle(
                 reports.rmdir()
         raise
     summary = {
-        "bundle": str(bundle), "dataset": str(dataset), "backend": pipe.backend.name, "method": manifest["method"],
-        "k": manifest["k"], "precision": manifest["precision"], "max_new_tokens": max_new_tokens,
+        "bundle": str(bundle), "dataset": str(dataset), "backend": pipe.backend.name, "method": manifest.method,
+        "k": manifest.k, "precision": manifest.precision, "max_new_tokens": max_new_tokens,
         **summarise(rows), "rows": rows_path.name,
     }
     report = reports / f"validate-{stamp}.json"

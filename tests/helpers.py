@@ -45,7 +45,7 @@ def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> N
     import tensorrt_rtx
 
     from edgecompress.engine.profiles import load_profile
-    from edgecompress_runtime import verify_files
+    from edgecompress_runtime import read_manifest, verify_files
     from edgecompress_runtime.bundle import sha256_file
 
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -61,4 +61,4 @@ def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> N
         declared = [(t["name"], t["dtype"], [d if isinstance(d, int) else -1 for d in t["shape"]])
                     for t in spec["inputs"] + spec["outputs"]]
         assert [(b["name"], b["dtype"], b["shape"]) for b in entry["bindings"]] == declared
-    assert verify_files(bundle, manifest) == []
+    assert verify_files(bundle, read_manifest(bundle)) == []

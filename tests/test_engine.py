@@ -111,7 +111,9 @@ def fp16_bundle(tmp_path_factory, tiny_checkpoint):
 
 
 def test_decoder_optimization_profiles_follow_k_and_the_token_limits(fp16_bundle):
-    manifest = json.loads((fp16_bundle / "manifest.json").read_text())
+    from edgecompress_runtime import read_manifest
+
+    manifest = read_manifest(fp16_bundle)
     shapes = optimization_profiles(manifest, load_profile("jetson-orin-nano-8gb"))  # 512 prompt, 256 output tokens
     assert shapes["vision"] == []  # static graph
     prefill, decode = shapes["decoder"]
@@ -218,11 +220,15 @@ def test_tensorrt_runner_checks_before_running(fp16_bundle, tmp_path):
     build_engines(fp16_bundle, load_profile("rtx-4090"), force=True)
     with pytest.raises(EdgeCompressError, match="no engines for profile 'jetson-orin-nano-8gb'"):
         Pipeline.load(fp16_bundle, backend="tensorrt", profile="jetson-orin-nano-8gb")
-    record = json.loads((fp16_bundle / "manifest.json").read_text())["engines"]["rtx-4090"]
+    import dataclasses
+
+    from edgecompress_runtime import read_manifest
+
+    record = read_manifest(fp16_bundle).engines["rtx-4090"]
     with pytest.raises(EdgeCompressError, match="built for compute capability 8.9, and this GPU is 8.6"):
-        check_compatible(record, record["builder_version"], "8.6")
+        check_compatible(record, record.builder_version, "8.6")
     with pytest.raises(EdgeCompressError, match="built with tensorrt-rtx 1.0.0, and this is"):
-        check_compatible({**record, "builder_version": "1.0.0"}, tensorrt_rtx.__version__, "8.9")
+        check_compatible(dataclasses.replace(record, builder_version="1.0.0"), tensorrt_rtx.__version__, "8.9")
     # On this machine: refused before anything runs, for the reason that applies here.
     import importlib.util
 

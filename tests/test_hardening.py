@@ -175,3 +175,22 @@ def test_inspect_fails_a_bundle_that_reads_outside_itself(bundles, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "from '../secret.data', outside the bundle" in " ".join(result.stdout.split())
     assert "verifier FAIL" in result.stdout
+
+
+def test_the_typed_manifest_names_a_malformed_field(bundles, tmp_path):
+    """Every field a reader uses is checked on load; a wrong one is named, not a KeyError later."""
+    from edgecompress.errors import EdgeCompressError
+    from edgecompress_runtime import Manifest, read_manifest
+
+    manifest = read_manifest(bundles["hired-fp32"])
+    assert (manifest.k, manifest.method, manifest.language_model.num_layers) == (115, "hired", 4)
+    assert manifest.graphs["decoder"].input("past.0.key").shape == (1, 2, "past", 16)
+    assert Manifest.from_dict(manifest.data).paths() == manifest.paths()
+    for change, field in [(lambda d: d.update(k="115"), "k"),
+                          (lambda d: d["graphs"]["vision"].pop("file"), "graphs.vision.file"),
+                          (lambda d: d["language_model"].update(num_layers=None), "language_model.num_layers"),
+                          (lambda d: d["files"]["vision.onnx"].update(bytes="big"), "files.vision.onnx.bytes")]:
+        data = json.loads((bundles["hired-fp32"] / "manifest.json").read_text())
+        change(data)
+        with pytest.raises(EdgeCompressError, match=f"manifest field {field} is missing or malformed"):
+            Manifest.from_dict(data)

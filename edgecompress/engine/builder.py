@@ -29,7 +29,8 @@ from edgecompress.engine.profiles import Profile
 from edgecompress.errors import EdgeCompressError
 from edgecompress.staging import make_staging, publish
 from edgecompress.steps import Steps
-from edgecompress_runtime.bundle import open_bundle
+from edgecompress_runtime.bundle import inside, open_bundle
+from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.tensorrt_backend import INSTALL, MODULES
 
 def import_backend(backend: str):
@@ -60,27 +61,27 @@ class GraphBuild:
     shapes: list[dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]]  # one dict per optimization profile
 
 
-def optimization_profiles(manifest: dict[str, Any], profile: Profile) -> dict[str, list[dict[str, Any]]]:
+def optimization_profiles(manifest: Manifest, profile: Profile) -> dict[str, list[dict[str, Any]]]:
     """min/opt/max shapes for every dynamic input, per graph (empty list: static graph)."""
     shapes: dict[str, list[dict[str, Any]]] = {"vision": []}
-    if "decoder" not in manifest["graphs"]:
+    if "decoder" not in manifest.graphs:
         return shapes
-    lm = manifest["language_model"]
-    k = manifest["k"]
-    max_positions = lm["max_position_embeddings"]
+    lm = manifest.language_model
+    k = manifest.k
+    max_positions = lm.max_position_embeddings
     prefill_max = min(k + profile.max_prompt_tokens, max_positions)
     context = min(k + profile.max_prompt_tokens + profile.max_output_tokens, max_positions)
     prefill_opt = min(k + 32, prefill_max)
-    hidden, kv = lm["hidden_size"], (1, lm["num_kv_heads"])
+    hidden, kv = lm.hidden_size, (1, lm.num_kv_heads)
 
     def profile_for(seq: tuple[int, int, int], past: tuple[int, int, int]) -> dict[str, Any]:
         entry = {
             "inputs_embeds": tuple((1, s, hidden) for s in seq),
             "position_ids": tuple((1, s) for s in seq),
         }
-        for i in range(lm["num_layers"]):
+        for i in range(lm.num_layers):
             for part in ("key", "value"):
-                entry[f"past.{i}.{part}"] = tuple((*kv, p, lm["head_dim"]) for p in past)
+                entry[f"past.{i}.{part}"] = tuple((*kv, p, lm.head_dim) for p in past)
         return entry
 
     shapes["decoder"] = [
@@ -155,7 +156,7 @@ def build_engines(
             f"profile {profile.name} uses {profile.backend}: there are no engines to build",
             hint=f"Run the bundle as it is: edgecompress run {bundle} --image ... --prompt ...",
         )
-    plan = plan_memory(manifest["architecture"], manifest["k"], profile, manifest["precision"])
+    plan = plan_memory(manifest.architecture, manifest.k, profile, manifest.precision)
     if not ignore_memory_plan:
         require_fit(plan)
     trt = import_backend(profile.backend)
@@ -180,15 +181,15 @@ def build_engines(
                 hint="Build on the target device, or pick the profile that matches this GPU.",
             )
 
-    existing = manifest.get("engines", {}).get(profile.name)
+    existing = manifest.engines.get(profile.name)
     target = bundle / "engines" / profile.name
     if (existing or target.exists()) and not force:
         raise EdgeCompressError(f"{bundle} already has engines for {profile.name}", hint="Pass --force to rebuild them.")
 
     notes = []
-    if manifest["precision"] != profile.precision:
+    if manifest.precision != profile.precision:
         notes.append(
-            f"engines follow the bundle's precision ({manifest['precision']}); profile {profile.name} asks for "
+            f"engines follow the bundle's precision ({manifest.precision}); profile {profile.name} asks for "
             f"{profile.precision}: re-export with --precision {profile.precision} for that"
         )
 
@@ -200,9 +201,9 @@ def build_engines(
     try:
         previous_cache = target / "timing.cache"
         cache_blob = previous_cache.read_bytes() if previous_cache.exists() and not rtx else b""
-        for name, graph in manifest["graphs"].items():
+        for name, graph in manifest.graphs.items():
             with steps.step(f"build-{name}", f"Building {name} engine for {profile.name} ({profile.backend}, {profile.compute_capability})"):
-                network, _parser = _parse(trt, builder, logger, bundle / graph["file"], strongly_typed=True)
+                network, _parser = _parse(trt, builder, logger, inside(bundle, graph.file), strongly_typed=True)
                 config = builder.create_builder_config()
                 if rtx:
                     config.num_compute_capabilities = 1
@@ -244,7 +245,7 @@ def build_engines(
         "backend": profile.backend,
         "builder_version": trt.__version__,
         "compute_capability": profile.compute_capability,
-        "precision": manifest["precision"],
+        "precision": manifest.precision,
         "profile": profile.to_dict(),
         "graphs": engines,
         "memory_plan": plan.to_dict(),
@@ -253,6 +254,5 @@ def build_engines(
     # Engines have their own table (file, sha256, target, TensorRT version), checked when they are
     # used; the manifest's file table stays what the export wrote, so a bundle copied without
     # engines/ (or without reports/) still opens and runs in ONNX Runtime.
-    manifest.setdefault("engines", {})[profile.name] = record
-    write_json(bundle / "manifest.json", manifest)
+    write_json(bundle / "manifest.json", manifest.with_engines(profile.name, record))
     return record

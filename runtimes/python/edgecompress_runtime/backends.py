@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecompress_runtime.bundle import CONTAINMENT_HINT, external_data_problems, inside
 from edgecompress_runtime.errors import EdgeCompressError
+from edgecompress_runtime.manifest import Manifest
 
 KV = list[tuple[np.ndarray, np.ndarray]]
 
@@ -50,7 +51,7 @@ def _session(ort, bundle: Path, relative: str, options, providers):
 class OnnxRuntimeBackend:
     """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA."""
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], device: str = "cpu", threads: int = 0):
+    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -66,22 +67,22 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
         self.name = f"onnxruntime-{device}"
-        graphs = manifest["graphs"]
+        graphs = manifest.graphs
         for required in ("vision", "decoder"):
-            if required not in graphs:
+            if required not in graphs or manifest.language_model is None:
                 raise EdgeCompressError(
                     f"bundle {bundle} has no {required} graph",
                     hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
                 )
-        self._vision = _session(ort, bundle, graphs["vision"]["file"], options, providers)
-        self._decoder = _session(ort, bundle, graphs["decoder"]["file"], options, providers)
-        lm = manifest["language_model"]
-        self._layers = lm["num_layers"]
-        self._kv_shape = (1, lm["num_kv_heads"], 0, lm["head_dim"])
+        self._vision = _session(ort, bundle, graphs["vision"].file, options, providers)
+        self._decoder = _session(ort, bundle, graphs["decoder"].file, options, providers)
+        lm = manifest.language_model
+        self._layers = lm.num_layers
+        self._kv_shape = (1, lm.num_kv_heads, 0, lm.head_dim)
         spec = graphs["decoder"]
-        self._embeds_dtype = np.dtype(spec["inputs"][0]["dtype"])
-        self._kv_dtype = np.dtype(spec["inputs"][2]["dtype"])
-        self._past_names = [t["name"] for t in spec["inputs"][2:]]
+        self._embeds_dtype = np.dtype(spec.input("inputs_embeds").dtype)
+        self._kv_dtype = np.dtype(spec.input("past.0.key").dtype)
+        self._past_names = [t.name for t in spec.inputs[2:]]
 
     def vision(self, feeds):
         embeds, kept = self._vision.run(None, feeds)
@@ -104,7 +105,7 @@ class OnnxRuntimeBackend:
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
-def make_backend(name: str, bundle: Path, manifest: dict[str, Any], threads: int = 0, profile: str | None = None) -> Backend:
+def make_backend(name: str, bundle: Path, manifest: Manifest, threads: int = 0, profile: str | None = None) -> Backend:
     if name in ("onnxruntime", "onnxruntime-cpu"):
         return OnnxRuntimeBackend(bundle, manifest, "cpu", threads)
     if name == "onnxruntime-cuda":

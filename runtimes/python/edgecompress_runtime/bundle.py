@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress_runtime.errors import EdgeCompressError
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+from edgecompress_runtime.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -30,8 +28,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """The bundle's manifest, after checking it exists, parses and has our schema version."""
+def read_manifest(bundle: Path) -> Manifest:
+    """The bundle's manifest, typed, after checking it exists, parses, has our schema version and
+    well-formed fields."""
     bundle = Path(bundle)
     if not bundle.exists():
         raise EdgeCompressError(f"bundle {bundle} does not exist")
@@ -42,16 +41,10 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
             hint="Create one with `edgecompress export MODEL`.",
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EdgeCompressError(f"{path} is corrupt: {err}") from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise EdgeCompressError(
-            f"{bundle} has manifest schema version {version!r}; this edgecompress reads version {SCHEMA_VERSION}",
-            hint="Re-export the bundle with this version of edgecompress.",
-        )
-    return manifest
+    return Manifest.from_dict(data, str(path))
 
 
 NOT_CONTRACT = ("reports/", "engines/")  # older manifests listed these in `files`; never checked there
@@ -79,28 +72,9 @@ def inside(bundle: Path, relative: Any) -> Path:
 CONTAINMENT_HINT = "A bundle may only refer to its own files: re-export it, or copy it without links."
 
 
-def named_paths(manifest: dict[str, Any]) -> list[Any]:
-    """Every file path the manifest names (the file table, graphs, assets, engines)."""
-    paths = list(manifest.get("files", {}))
-    for graph in manifest.get("graphs", {}).values():
-        paths += [graph.get("file"), *graph.get("files", [])]
-    for key in ("tokenizer", "embeddings"):
-        if manifest.get(key):
-            paths.append(manifest[key].get("file"))
-    if manifest.get("packing", {}).get("newline"):
-        paths.append(manifest["packing"]["newline"])
-    for record in manifest.get("engines", {}).values():
-        paths += [entry.get("file") for entry in record.get("graphs", {}).values()]
-    return paths
-
-
-def containment_problems(bundle: Path, manifest: dict[str, Any]) -> list[str]:
+def containment_problems(bundle: Path, manifest: Manifest) -> list[str]:
     """Paths in the manifest, and links in the folder, that lead outside the bundle."""
-    try:
-        named = named_paths(manifest)
-    except (AttributeError, TypeError):
-        return ["the manifest's file entries are malformed"]
-    problems = [p for p in (_escape(bundle, relative) for relative in named) if p]
+    problems = [p for p in (_escape(bundle, relative) for relative in manifest.paths()) if p]
     root = Path(bundle).resolve()
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -135,10 +109,10 @@ def external_data_problems(bundle: Path, graph_file: Path) -> list[str]:
     return problems
 
 
-def verify_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
+def verify_files(bundle: Path, manifest: Manifest) -> list[str]:
     """Problems with the bundle's files against the manifest's hashes (empty when intact)."""
     problems = []
-    for rel, entry in manifest.get("files", {}).items():
+    for rel, entry in manifest.files.items():
         if rel.startswith(NOT_CONTRACT):
             continue
         try:
@@ -148,12 +122,12 @@ def verify_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
             continue
         if not path.is_file():
             problems.append(f"{rel} is missing")
-        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        elif path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
             problems.append(f"{rel} does not match its sha256 in the manifest (modified or corrupt)")
     return problems
 
 
-def open_bundle(bundle: Path, *, check_hashes: bool = True) -> dict[str, Any]:
+def open_bundle(bundle: Path, *, check_hashes: bool = True) -> Manifest:
     """Read and check a bundle before anything runs; refuse with the offending file named."""
     manifest = read_manifest(bundle)
     escapes = containment_problems(bundle, manifest)

@@ -12,6 +12,7 @@ import numpy as np
 from edgecompress_runtime.backends import Backend, make_backend
 from edgecompress_runtime.bundle import inside, open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
+from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.anyres import preprocess_anyres
 from edgecompress_runtime.preprocess import preprocess
 
@@ -37,39 +38,36 @@ class Pipeline:
     >>> pipe.generate("photo.jpg", "What is in the picture?", max_new_tokens=64)
     """
 
-    def __init__(self, bundle: Path, manifest: dict, backend: Backend):
+    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend):
         from tokenizers import Tokenizer
 
         self.bundle = Path(bundle)
         self.manifest = manifest
         self.backend = backend
-        tok = manifest.get("tokenizer")
-        if not tok:
+        if manifest.tokenizer_file is None or manifest.embeddings_file is None:
             raise EdgeCompressError(
                 f"bundle {bundle} has no tokenizer (it was exported with --random-weights from a checkpoint whose tokenizer is not available offline)",
                 hint="Export from a local checkpoint folder, or a built-in recipe such as tiny-llava.",
             )
         try:
-            self.tokenizer = Tokenizer.from_file(str(inside(self.bundle, tok["file"])))
+            self.tokenizer = Tokenizer.from_file(str(inside(self.bundle, manifest.tokenizer_file)))
         except EdgeCompressError:
             raise
         except Exception as err:  # tokenizers raises a bare Exception for a missing or malformed file
-            raise EdgeCompressError(f"cannot read the tokenizer {tok['file']} of {bundle}: {err}",
+            raise EdgeCompressError(f"cannot read the tokenizer {manifest.tokenizer_file} of {bundle}: {err}",
                                     hint="The bundle is damaged or incomplete: re-export it.") from None
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        emb = manifest["embeddings"]
-        self.embed_table = np.load(inside(self.bundle, emb["file"]), mmap_mode="r", allow_pickle=False)
-        self.k = int(manifest["k"])
-        self.image_token_id = int(manifest["image_token_id"])
-        self.eos_token_ids = set(manifest["generation"]["eos_token_ids"])
-        self.max_sequence = int(manifest["limits"]["max_sequence"])
-        self.prompt_template = manifest["prompt_template"]
-        self.anyres = manifest.get("anyres")  # LLaVA-NeXT: tiling, and how image tokens are packed
-        self.vision_inputs = [t["name"] for t in manifest["graphs"]["vision"]["inputs"]]
-        packing = manifest.get("packing", {})
-        self.newline = (np.load(inside(self.bundle, packing["newline"]), allow_pickle=False)
-                        if packing.get("kind") == "anyres-newline" else None)
+        self.embed_table = np.load(inside(self.bundle, manifest.embeddings_file), mmap_mode="r", allow_pickle=False)
+        self.k = manifest.k
+        self.image_token_id = manifest.image_token_id
+        self.eos_token_ids = set(manifest.eos_token_ids)
+        self.max_sequence = manifest.max_sequence
+        self.prompt_template = manifest.prompt_template
+        self.anyres = manifest.anyres  # LLaVA-NeXT: tiling, and how image tokens are packed
+        self.vision_inputs = [t.name for t in manifest.graphs["vision"].inputs]
+        self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
+                        if manifest.packs_newlines else None)
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
@@ -114,8 +112,8 @@ class Pipeline:
         newlines, -1) enter the language model.
         """
         if self.anyres is None:
-            return {"pixel_values": preprocess(image, self.manifest["preprocess"])}, None
-        pixel_values, layout = preprocess_anyres(image, self.manifest["preprocess"], self.anyres)
+            return {"pixel_values": preprocess(image, self.manifest.preprocess)}, None
+        pixel_values, layout = preprocess_anyres(image, self.manifest.preprocess, self.anyres)
         feeds = {
             "pixel_values": pixel_values,
             "grid_index": np.array([layout.grid_index], dtype=np.int64),

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgecompress_runtime.bundle import inside, sha256_file
 from edgecompress_runtime.errors import EdgeCompressError
+from edgecompress_runtime.manifest import Engines, Manifest
 
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL = {
@@ -30,8 +31,8 @@ INSTALL = {
 }
 
 
-def select_engines(manifest: dict[str, Any], profile: str | None) -> tuple[str, dict[str, Any]]:
-    engines = manifest.get("engines", {})
+def select_engines(manifest: Manifest, profile: str | None) -> tuple[str, Engines]:
+    engines = manifest.engines
     if not engines:
         raise EdgeCompressError("this bundle has no TensorRT engines", hint="Build them first: edgecompress build BUNDLE --profile PROFILE.")
     if profile is None:
@@ -46,18 +47,18 @@ def select_engines(manifest: dict[str, Any], profile: str | None) -> tuple[str, 
     return profile, engines[profile]
 
 
-def check_compatible(record: dict[str, Any], trt_version: str, device_cc: str | None) -> None:
+def check_compatible(record: Engines, trt_version: str, device_cc: str | None) -> None:
     """Refuse engines built for another TensorRT version or another GPU."""
-    if record["builder_version"] != trt_version:
+    if record.builder_version != trt_version:
         raise EdgeCompressError(
-            f"the engines were built with {record['backend']} {record['builder_version']}, and this is {trt_version}",
+            f"the engines were built with {record.backend} {record.builder_version}, and this is {trt_version}",
             hint="TensorRT engines only load in the version that built them: rebuild with edgecompress build --force.",
         )
     if device_cc is None:
         raise EdgeCompressError("no CUDA GPU is available to run TensorRT engines", hint="Use --backend onnxruntime on this machine.")
-    if device_cc != record["compute_capability"]:
+    if device_cc != record.compute_capability:
         raise EdgeCompressError(
-            f"the engines were built for compute capability {record['compute_capability']}, and this GPU is {device_cc}",
+            f"the engines were built for compute capability {record.compute_capability}, and this GPU is {device_cc}",
             hint="Rebuild for this GPU's profile: edgecompress build BUNDLE --profile <profile of this GPU>.",
         )
 
@@ -90,42 +91,41 @@ def device_compute_capability(cudart) -> str | None:
 
 
 class TensorRTBackend:
-    def __init__(self, bundle: Path, manifest: dict[str, Any], profile: str | None = None):
+    def __init__(self, bundle: Path, manifest: Manifest, profile: str | None = None):
         self.profile, record = select_engines(manifest, profile)
         try:
-            trt = importlib.import_module(MODULES[record["backend"]])
-        except ImportError:
+            trt = importlib.import_module(MODULES[record.backend])
+        except (ImportError, KeyError):
             raise EdgeCompressError(
-                f"the engines need {record['backend']}, which is not installed", hint=INSTALL[record["backend"]]
+                f"the engines need {record.backend}, which is not installed", hint=INSTALL.get(record.backend, "")
             ) from None
-        if record["builder_version"] != trt.__version__:
+        if record.builder_version != trt.__version__:
             check_compatible(record, trt.__version__, None)
         cudart = _cudart()
         check_compatible(record, trt.__version__, device_compute_capability(cudart))
         self.trt, self.cudart = trt, cudart
-        self.name = f"{record['backend']}:{self.profile}"
+        self.name = f"{record.backend}:{self.profile}"
         self._logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(self._logger)
         self._engines, self._contexts = {}, {}
-        for graph, entry in record["graphs"].items():
-            path = inside(bundle, entry["file"])
+        for graph, entry in record.graphs.items():
+            path = inside(bundle, entry.file)
             if not path.is_file():
-                raise EdgeCompressError(f"{entry['file']} is missing (the bundle was copied without its engines?)",
+                raise EdgeCompressError(f"{entry.file} is missing (the bundle was copied without its engines?)",
                                         hint=f"Rebuild them: edgecompress build {bundle} --profile {self.profile} --force, or use --backend onnxruntime.")
-            if sha256_file(path) != entry["sha256"]:
-                raise EdgeCompressError(f"{entry['file']} does not match its sha256 in the manifest",
+            if sha256_file(path) != entry.sha256:
+                raise EdgeCompressError(f"{entry.file} does not match its sha256 in the manifest",
                                         hint=f"Rebuild it: edgecompress build {bundle} --profile {self.profile} --force.")
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
-                raise EdgeCompressError(f"TensorRT could not load {entry['file']}", hint="Rebuild it with edgecompress build --force.")
+                raise EdgeCompressError(f"TensorRT could not load {entry.file}", hint="Rebuild it with edgecompress build --force.")
             self._engines[graph] = engine
             self._contexts[graph] = engine.create_execution_context()
         self._stream = _call(cudart.cudaStreamCreate())
-        lm = manifest["language_model"]
-        self._layers = lm["num_layers"]
-        kv_dtype = np.dtype(manifest["graphs"]["decoder"]["inputs"][2]["dtype"])
-        self._empty = np.zeros((1, lm["num_kv_heads"], 0, lm["head_dim"]), dtype=kv_dtype)
-        self._embeds_dtype = np.dtype(manifest["graphs"]["decoder"]["inputs"][0]["dtype"])
+        lm, decoder = manifest.language_model, manifest.graphs["decoder"]
+        self._layers = lm.num_layers
+        self._empty = np.zeros((1, lm.num_kv_heads, 0, lm.head_dim), dtype=np.dtype(decoder.input("past.0.key").dtype))
+        self._embeds_dtype = np.dtype(decoder.input("inputs_embeds").dtype)
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], optimization_profile: int | None = None) -> dict[str, np.ndarray]:
         trt, cudart = self.trt, self.cudart
