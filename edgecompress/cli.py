@@ -387,9 +387,9 @@ def _interrupted() -> None:
     import signal
 
     if signal.SIGTERM in _interrupts:
-        console.print("[yellow]terminated[/yellow]: nothing was written")
+        console.print("[yellow]terminated[/yellow]: nothing half-written is left behind")
         sys.exit(128 + signal.SIGTERM)
-    console.print("[yellow]interrupted[/yellow]: nothing was written")
+    console.print("[yellow]interrupted[/yellow]: nothing half-written is left behind")
     sys.exit(130)
 
 

@@ -86,7 +86,7 @@ def test_a_signal_during_export_leaves_nothing(tmp_path, tiny_checkpoint, signum
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode in codes, stderr
-    assert f"{word}: nothing was written" in stderr and "Traceback" not in stderr
+    assert f"{word}: nothing half-written is left behind" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []  # no bundle, no staging folder
 
 
