@@ -75,8 +75,11 @@ def test_bundles_and_data_sets_get_the_umask_mode(tmp_path, umask, mode):
 @pytest.mark.parametrize("signum, codes, word", [(signal.SIGTERM, {143}, "terminated"), (signal.SIGINT, {130, -2}, "interrupted")])
 def test_a_signal_during_export_leaves_nothing(tmp_path, tiny_checkpoint, signum, codes, word):
     env = {**os.environ, "COLUMNS": "200"}
+    # A user's terminal delivers SIGINT to a process that handles it; reset the disposition in the
+    # child, since a suite started in the background (`cmd &` in a script) inherits SIGINT ignored.
     process = subprocess.Popen([sys.executable, "-m", "edgecompress.cli", "export", "tiny-llava-random", "--out", "out/b"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = tmp_path / "out"
     deadline = time.monotonic() + 300
     while not (out.is_dir() and any(p.name.startswith(".b.partial-") for p in out.iterdir())):
