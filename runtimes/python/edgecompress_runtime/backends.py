@@ -69,7 +69,7 @@ class OnnxRuntimeBackend:
         self.name = f"onnxruntime-{device}"
         graphs = manifest.graphs
         for required in ("vision", "decoder"):
-            if required not in graphs or manifest.language_model is None:
+            if required not in graphs or (required == "decoder" and manifest.language_model is None):
                 raise EdgeCompressError(
                     f"bundle {bundle} has no {required} graph",
                     hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
