@@ -13,7 +13,6 @@ folder), safetensors only, no remote code.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from torch import nn
 from transformers import DynamicCache
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.recipes import Recipe
 from edgecompress.selection.attention import cls_attention
 from edgecompress.methods import Method, VisionInputs
 

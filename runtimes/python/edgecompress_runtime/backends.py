@@ -12,7 +12,7 @@ A backend runs the bundle's two graphs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
