@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecompress.architecture import Architecture
+
 
 def vision_flops(vision: dict[str, Any], layers: int, k: int, projected_dim: int, images: int = 1) -> float:
     """The tower on ``images`` images (LLaVA-NeXT: every slot of the graph), the projector on K tokens."""
@@ -31,9 +33,7 @@ def prefill_flops(text: dict[str, Any], length: int) -> float:
 
 
 def ttft_flops(architecture: dict[str, Any], feature_layer: int, k: int, text_tokens: int) -> float:
-    from edgecompress.engine.memory import vision_images
-
     vision = architecture["vision_config"]
     text = architecture["text_config"]
-    images = vision_images(architecture)
+    images = Architecture.from_config(architecture).vision_images
     return vision_flops(vision, feature_layer + 1, k, text["hidden_size"], images) + prefill_flops(text, text_tokens + k)

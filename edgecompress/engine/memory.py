@@ -78,8 +78,7 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def _activations(architecture: dict[str, Any], prefill: int, nbytes: int) -> float:
-    facts = Architecture.from_config(architecture)
+def _activations(facts: Architecture, prefill: int, nbytes: int) -> float:
     text, vision = facts.text, facts.vision
     decoder = prefill * (4 * text.hidden + 2 * text.intermediate) * nbytes
     decoder += text.heads * prefill * prefill * nbytes + text.vocab * 4
@@ -87,11 +86,6 @@ def _activations(architecture: dict[str, Any], prefill: int, nbytes: int) -> flo
     vision_act = tokens * (4 * vision.hidden + vision.intermediate) * nbytes
     vision_act += vision.heads * tokens * tokens * 4  # selection scores stay fp32
     return max(decoder, vision_act * facts.vision_images)
-
-
-def unpruned_image_tokens(architecture: dict[str, Any]) -> int:
-    """The most image tokens the unpruned model feeds its language model (see Architecture)."""
-    return Architecture.from_config(architecture).unpruned_image_tokens
 
 
 def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hired") -> int:
@@ -106,11 +100,6 @@ def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hi
     if resolve_budget(budget, every).k == every:
         return facts.unpruned_image_tokens
     return resolve_for(budget, get_method(method), facts).k
-
-
-def vision_images(architecture: dict[str, Any]) -> int:
-    """Images the vision graph encodes at once: 1, or for LLaVA-NeXT the base plus the most tiles."""
-    return Architecture.from_config(architecture).vision_images
 
 
 def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precision: str | None = None,
@@ -133,7 +122,7 @@ def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precisio
         if profile.shared_memory:
             rows["embedding table"] = counts["embeddings"] * nbytes
         rows["KV cache"] = 2 * text.layers * text.kv_heads * text.head_dim * context * nbytes
-        rows["activations (est.)"] = _activations(architecture, min(k_ + prompt, max_positions), nbytes)
+        rows["activations (est.)"] = _activations(facts, min(k_ + prompt, max_positions), nbytes)
         rows["builder workspace"] = profile.workspace_gib * GIB
         rows["reserved"] = profile.reserved_gib * GIB
         return context, rows

@@ -105,9 +105,9 @@ class LlavaNextAdapter(LlavaAdapter):
     def unpruned_max_tokens(self) -> int:
         """The most image tokens LLaVA-NeXT's own packing emits (a grid with no padding, plus a
         newline per token row)."""
-        from edgecompress.engine.memory import unpruned_image_tokens
+        from edgecompress.architecture import Architecture
 
-        return unpruned_image_tokens(self.config.to_dict())
+        return Architecture.from_config(self.config.to_dict()).unpruned_image_tokens
 
     def describe(self) -> dict[str, Any]:
         data = super().describe()
