@@ -48,8 +48,7 @@ def main() -> int:
 
     from edgecompress import export_bundle
     from edgecompress.flops import ttft_flops
-    from edgecompress.compiler import plan_vision
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
     from edgecompress.recipes import resolve_model
     from edgecompress.reference import chat_text, vision_inputs
     from edgecompress.methods import get_method
@@ -64,7 +63,7 @@ def main() -> int:
     draw.ellipse((width * 9 // 16, height * 2 // 9, width * 7 // 8, height * 2 // 3), fill=(240, 200, 0))
 
     spec = resolve_model(args.model)
-    adapter = load_llava(spec, dtype=torch.float32)
+    adapter = load_model(spec, dtype=torch.float32)
     model = adapter.model
     processor = AutoProcessor.from_pretrained(adapter.text_source)
     text = chat_text(processor, args.prompt)
@@ -89,7 +88,7 @@ def main() -> int:
             if pipe.newline is not None:  # unpruned LLaVA-NeXT: transformers' own tiling and packing
                 module = None
             else:
-                module = plan_vision(adapter, get_method(method), budget, "fp32").module
+                module = adapter.plan_vision(get_method(method), budget, "fp32").module
 
             def embeds_for_prompt():
                 if module is None:

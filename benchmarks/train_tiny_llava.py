@@ -245,6 +245,8 @@ def pointer_loss(weights, packed, samples, owners, image_at: int):
         if index is None and not (kind == "presence" and answer == "no"):
             continue
         keys = [0] if index is None else (np.flatnonzero(owners[row] == index) + image_at).tolist()
+        if not keys:  # token dropout removed every token of the object: nothing to point at
+            continue
         losses.append(-torch.log(weights[row, POINTER_HEAD, at, keys].sum() + 1e-6))
     return torch.stack(losses).mean() if losses else weights.sum() * 0
 
@@ -359,9 +361,36 @@ def by_kind(right, kinds) -> str:
 
 RECIPE = Path(__file__).resolve().parents[1] / "export" / "tiny-llava.toml"
 
+# Visual-token dropout in stage 2: on most steps every image keeps only K of its N tokens (the
+# same K across the batch, a fraction drawn from the sweep's budgets), chosen per image in one of
+# three ways: at random; the top K by the tower's own CLS attention (what attention-based
+# methods keep); or a regular raster subsample (what spatially uniform methods keep). The kept
+# tokens stay in raster order and take consecutive positions, exactly as a pruned bundle feeds
+# them, so the language model learns to answer from whatever subset a method hands it.
+DROPOUT_FULL = 0.3  # the share of steps that keep every token
+DROPOUT_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+DROPOUT_MODES = ("random", "attention", "grid")
 
-def train(out: Path, *, seed: int = 0, vision_steps: int = 1500, lm_steps: int = 2000, batch: int = 32,
-          held_out: int = 320, recipe_path: Path = RECIPE, log=print) -> Path:
+
+def dropout_indices(rng: np.random.Generator, scores: np.ndarray, k: int) -> np.ndarray:
+    """Kept token indices [B, K] (ascending) for per-image CLS scores [B, N], each image's subset
+    drawn in a mode chosen at random."""
+    batch, n = scores.shape
+    kept = []
+    for b in range(batch):
+        mode = DROPOUT_MODES[int(rng.integers(len(DROPOUT_MODES)))]
+        if mode == "random":
+            chosen = rng.choice(n, k, replace=False)
+        elif mode == "attention":
+            chosen = np.argsort(-scores[b], kind="stable")[:k]
+        else:  # k positions spread evenly over the raster, from a random start
+            chosen = (np.floor(np.arange(k) * n / k + rng.random() * n / k).astype(np.int64)) % n
+        kept.append(np.sort(chosen))
+    return np.stack(kept)
+
+
+def train(out: Path, *, seed: int = 0, vision_steps: int = 1000, lm_steps: int = 1200, batch: int = 32,
+          held_out: int = 320, recipe_path: Path = RECIPE, token_dropout: bool = True, log=print) -> Path:
     """Train from the recipe's config and ``seed``; save a llava-hf folder at ``out``."""
     import torch
     import torch.nn.functional as F
@@ -433,44 +462,75 @@ def train(out: Path, *, seed: int = 0, vision_steps: int = 1500, lm_steps: int =
     model.model.language_model.layers[POINTER_LAYER].self_attn.register_forward_hook(
         lambda module, args, output: attention.__setitem__("weights", output[1]))
 
+    feature_layer = tower.encoder.layers[feature_index - 1]  # the layer whose CLS attention HiRED reads
+
+    def cls_scores(hidden_states):
+        """The feature layer's CLS attention summed over heads [B, N] (as HiRED scores patches)."""
+        from edgecompress.selection.attention import cls_attention
+
+        with torch.no_grad():
+            a = feature_layer.self_attn
+            normed = feature_layer.layer_norm1(hidden_states[feature_index - 1])
+            return cls_attention(normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
+                                 vc.num_attention_heads).sum(1).numpy()
+
     def answer(image_embeds, questions):
         packed = pack(image_embeds, questions)
         out_hidden = model.model.language_model(inputs_embeds=packed.inputs, position_ids=packed.positions,
                                                 attention_mask=packed.mask).last_hidden_state
         return model.lm_head(out_hidden[:, :-1]), packed
 
+    kept_tokens = []
     for step in range(lm_steps):
         samples, pixels = batch_of_images()
-        hidden = tower(pixels, output_hidden_states=True).hidden_states[feature_index]
+        states = tower(pixels, output_hidden_states=True).hidden_states
+        hidden = states[feature_index]
         aux, rates = heads.loss(hidden, samples, side, patch, size)
         image_embeds = model.model.multi_modal_projector(hidden[:, 1:])  # [B, N, D]
         align = alignment_loss(image_embeds, *rates["labels"], embed.weight, words)
+        owners = rates["owner"]
+        if token_dropout and rng.random() >= DROPOUT_FULL:
+            k = max(1, round(float(rng.choice(DROPOUT_FRACTIONS)) * side * side))
+            kept = dropout_indices(rng, cls_scores(states), k)
+            image_embeds = torch.gather(image_embeds, 1, torch.from_numpy(kept)[..., None].expand(-1, -1, image_embeds.shape[-1]))
+            owners = np.take_along_axis(owners, kept, axis=1)
+        kept_tokens.append(image_embeds.shape[1])
         logits, packed = answer(image_embeds, [s[2] for s in samples])
         answer_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), packed.target[:, 1:].reshape(-1),
                                       ignore_index=-100)
-        pointer = pointer_loss(attention["weights"], packed, samples, rates["owner"], pack.image_at)
+        pointer = pointer_loss(attention["weights"], packed, samples, owners, pack.image_at)
         loss = answer_loss + 0.3 * aux + align + POINTER_WEIGHT * pointer
         step_with(optimiser, language + vision, loss, step, lm_steps, [LANGUAGE_LR, VISION_LR / 4])
         if step % 50 == 0 or step == lm_steps - 1:
             right, kinds = answers_right(logits.detach(), packed), [q[0] for q in packed.questions]
-            log(f"language {step:4d}/{lm_steps}  loss {answer_loss.item():.3f}  aux {aux.item():.3f}  align {align.item():.3f}  "
-                f"pointer {pointer.item():.3f}  answers right {right.float().mean().item():.3f} ({by_kind(right, kinds)})  "
-                f"({time.time() - start:.0f}s)")
+            log(f"language {step:4d}/{lm_steps}  tokens {image_embeds.shape[1]:3d}  loss {answer_loss.item():.3f}  "
+                f"aux {aux.item():.3f}  align {align.item():.3f}  pointer {pointer.item():.3f}  "
+                f"answers right {right.float().mean().item():.3f} ({by_kind(right, kinds)})  ({time.time() - start:.0f}s)")
+    if token_dropout:
+        log(f"token dropout: {np.mean([t < side * side for t in kept_tokens]):.0%} of steps pruned, "
+            f"mean {np.mean(kept_tokens):.1f} of {side * side} image tokens")
 
-    # -- held out: fresh images, one question of each type ------------------------------------
+    # -- held out: fresh images, one question of each type, every token and HiRED's top 20% ----
     model.eval()
+    k20 = max(1, side * side // 5)
     with torch.no_grad():
-        rights, kinds = [], []
+        rights, rights20, kinds = [], [], []
         for _ in range(held_out // batch):
             samples, pixels = batch_of_images(TYPES)
-            hidden = tower(pixels, output_hidden_states=True).hidden_states[feature_index]
-            logits, packed = answer(model.model.multi_modal_projector(hidden[:, 1:]), [s[2] for s in samples])
+            states = tower(pixels, output_hidden_states=True).hidden_states
+            embeds = model.model.multi_modal_projector(states[feature_index][:, 1:])
+            logits, packed = answer(embeds, [s[2] for s in samples])
             rights.append(answers_right(logits, packed))
+            top = torch.from_numpy(np.sort(np.argsort(-cls_scores(states), axis=1, kind="stable")[:, :k20], axis=1))
+            logits, packed = answer(torch.gather(embeds, 1, top[..., None].expand(-1, -1, embeds.shape[-1])),
+                                    [s[2] for s in samples])
+            rights20.append(answers_right(logits, packed))
             kinds += [q[0] for q in packed.questions]
         if kinds:
-            right = torch.cat(rights)
-            log(f"held out: {len(kinds)} questions on {len(kinds) // len(TYPES)} fresh images, answers right "
-                f"{right.float().mean().item():.3f} ({by_kind(right, kinds)})")
+            for label, r in (("every token", rights), (f"HiRED top {k20} of {side * side}", rights20)):
+                right = torch.cat(r)
+                log(f"held out ({label}): {len(kinds)} questions on {len(kinds) // len(TYPES)} fresh images, answers right "
+                    f"{right.float().mean().item():.3f} ({by_kind(right, kinds)})")
 
     model.model.language_model.config._attn_implementation = implementation  # as it was built
 
@@ -495,13 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder to write the checkpoint to")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="the architecture (a recipe .toml)")
-    parser.add_argument("--vision-steps", type=int, default=1500)
-    parser.add_argument("--lm-steps", type=int, default=2000)
+    parser.add_argument("--vision-steps", type=int, default=1000)
+    parser.add_argument("--lm-steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=32, help="images per step")
     parser.add_argument("--held-out", type=int, default=320, help="fresh images to measure the result on")
+    parser.add_argument("--no-token-dropout", dest="token_dropout", action="store_false",
+                        help="train on every image token (the 49-patch tiny-llava-49 was trained so)")
     args = parser.parse_args(argv)
     train(args.out, seed=args.seed, vision_steps=args.vision_steps, lm_steps=args.lm_steps, batch=args.batch,
-          held_out=args.held_out, recipe_path=args.recipe, log=lambda line: print(line, flush=True))
+          held_out=args.held_out, recipe_path=args.recipe, token_dropout=args.token_dropout,
+          log=lambda line: print(line, flush=True))
     return 0
 
 

@@ -7,7 +7,7 @@ For each budget it exports a bundle (timed), then times one image through
   - the bundle's vision.onnx in ONNX Runtime (CPU),
   - the PyTorch module it was exported from (eager),
 and, once, the unpruned transformers vision path (vision tower + projector via
-``get_image_features``) for reference. Prints a Markdown table; times are medians.
+``get_image_features``) as the baseline. Prints a Markdown table; times are medians.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> int:
     from edgecompress.budget import resolve_budget
     from edgecompress.graph.spec import torch_dtype
     from edgecompress.models.llava import pruned_vision
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
     from edgecompress.recipes import resolve_model
     from edgecompress.methods import get_method
 
@@ -62,14 +62,14 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     dtype = torch_dtype(args.precision)
     spec = resolve_model(args.model)
-    adapter = load_llava(spec, dtype=dtype, random_weights=args.random_weights, vision_only=True)
+    adapter = load_model(spec, dtype=dtype, random_weights=args.random_weights, vision_only=True)
     size = adapter.vision_config.image_size
     pixels = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32))
 
     rows = []
     with torch.no_grad():
         if adapter.model is not None:
-            reference = median_ms(
+            baseline = median_ms(
                 lambda: adapter.model.model.get_image_features(
                     pixels.to(dtype), vision_feature_layer=adapter.config.vision_feature_layer,
                     vision_feature_select_strategy="default",
@@ -81,7 +81,7 @@ def main() -> int:
                 hidden = adapter.vision_tower(pixels.to(dtype), output_hidden_states=True).hidden_states
                 return adapter.projector(hidden[adapter.feature_hidden_state][:, 1:])
 
-            reference = median_ms(unpruned, args.runs)
+            baseline = median_ms(unpruned, args.runs)
 
     options = ort.SessionOptions()
     if args.threads:
@@ -111,8 +111,8 @@ def main() -> int:
     print("| budget | method | K | export (s) | vision ONNX Runtime (ms) | vision PyTorch eager (ms) | ORT speed-up vs unpruned transformers |")
     print("|---|---|---|---|---|---|---|")
     for budget, method, k, export_s, onnx_ms, torch_ms in rows:
-        print(f"| {budget} | {method} | {k} | {export_s:.1f} | {onnx_ms:.2f} | {torch_ms:.2f} | {reference / onnx_ms:.2f}x |")
-    print(f"| (reference) | transformers get_image_features, unpruned | {adapter.num_patches} | - | - | {reference:.2f} | 1.00x |")
+        print(f"| {budget} | {method} | {k} | {export_s:.1f} | {onnx_ms:.2f} | {torch_ms:.2f} | {baseline / onnx_ms:.2f}x |")
+    print(f"| (baseline) | transformers get_image_features, unpruned | {adapter.num_patches} | - | - | {baseline:.2f} | 1.00x |")
     return 0
 
 

@@ -346,10 +346,11 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
     else:
         from edgecompress.methods import methods
 
-        for col in ("method", "stage", "needs", "what it keeps", "reference"):
+        for col in ("method", "stage", "needs", "what it keeps", "paper"):
             table.add_column(col)
         for m in methods().values():
-            table.add_row(m.name, m.stage, ", ".join(m.needs), m.summary, m.reference)
+            stage = f"{m.stage}, after the projector" if m.after_projector else f"{m.stage}, before the projector"
+            table.add_row(m.name, stage, ", ".join(m.needs), m.summary, m.paper)
     out_console.print(table)
 
 

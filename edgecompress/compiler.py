@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecompress import __version__
-from edgecompress.budget import parse_budget, resolve_for
+from edgecompress.budget import parse_budget
 from edgecompress.bundle import SCHEMA_VERSION, BundleWriter, check_destination
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import (
-    PRECISION_DTYPES,
-    GraphSpec,
-    llava_decoder_spec,
-    llava_next_vision_spec,
-    llava_vision_spec,
-    torch_dtype,
-)
-from edgecompress.recipes import ModelSpec, resolve_model
+from edgecompress.graph.spec import PRECISION_DTYPES, VisionPlan, torch_dtype
 from edgecompress.methods import get_method
+from edgecompress.recipes import ModelSpec, resolve_model
 from edgecompress.steps import Steps
 
 DEFAULT_OUT_ROOT = Path("out")
@@ -93,8 +85,7 @@ def export_bundle(
     token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
     """
     from edgecompress.graph.export import export_onnx
-    from edgecompress.models.llava import llava_decoder
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
 
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -108,8 +99,8 @@ def export_bundle(
                    "belong to the old graphs and will not be kept")
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
-        adapter = load_llava(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
-    plan = plan_vision(adapter, get_method(method), budget, precision)
+        adapter = load_model(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
+    plan = adapter.plan_vision(get_method(method), budget, precision)
     k, resolved = plan.k, plan.budget
 
     graphs: dict[str, Any] = {}
@@ -120,100 +111,19 @@ def export_bundle(
             graphs["vision"] = verified_entry(writer.staging, files, plan.spec)
         text: dict[str, Any] = {}
         if not vision_only:
-            lm = adapter.language_model_facts()
-            decoder_spec = llava_decoder_spec(
-                lm["num_layers"], lm["num_kv_heads"], lm["head_dim"], lm["hidden_size"], lm["vocab_size"], precision
-            )
-            with steps.step("export-decoder", f"Exporting decoder graph ({lm['num_layers']} layers, KV cache, {precision})"):
-                files = export_onnx(
-                    llava_decoder(adapter), decoder_example(lm, dtype), decoder_spec, writer.staging / "decoder.onnx",
-                    dynamic_shapes=decoder_dynamic_shapes(lm),
-                )
+            decoder = adapter.plan_decoder(precision)
+            layers = decoder.facts["num_layers"]
+            with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision})"):
+                files = export_onnx(decoder.module, decoder.example, decoder.spec, writer.staging / "decoder.onnx",
+                                    dynamic_shapes=decoder.dynamic_shapes)
             with steps.step("verify-decoder", "Verifying decoder graph"):
-                graphs["decoder"] = verified_entry(writer.staging, files, decoder_spec)
+                graphs["decoder"] = verified_entry(writer.staging, files, decoder.spec)
             with steps.step("assets", "Writing token embeddings and tokenizer"):
                 text = write_text_assets(adapter, writer.staging, k, dtype)
-        write_packing_assets(adapter, plan, writer.staging, dtype)
+        adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
     return out
-
-
-@dataclass
-class VisionPlan:
-    """What the vision graph is exported from, and what it promises."""
-
-    module: Any  # the PyTorch module
-    example: tuple  # example inputs, in the spec's input order
-    spec: GraphSpec
-    budget: Any  # the resolved Budget
-    k: int  # image tokens the language model reads (for unpruned LLaVA-NeXT: the most it can)
-    method: Any  # the SelectionMethod
-    details: dict[str, Any]  # method_details in the manifest
-    token_order: str
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific manifest entries
-
-
-def plan_vision(adapter, selection, budget: str, precision: str) -> VisionPlan:
-    """The vision module, its example inputs, graph spec and K, for the adapter's family."""
-    import torch
-
-    from edgecompress.architecture import Architecture
-
-    size = adapter.vision_config.image_size
-    if adapter.family == "llava-next":
-        from edgecompress.models.llava_next import TOKEN_ORDER, TOKEN_ORDER_NONE, check_anyres, pruned_vision_next
-
-        check_anyres(selection)
-        resolution = resolve_for(budget, selection, Architecture.from_config(adapter.config.to_dict()))
-        resolved, split, k = resolution.budget, resolution.split, resolution.k
-        module = pruned_vision_next(adapter, selection, split)
-        slots, n = adapter.slots, adapter.num_patches
-        spec = llava_next_vision_spec(size, slots, n, module.k, adapter.projected_dim, precision,
-                                      keeps_all=selection.keeps_all)
-        tile_mask = torch.ones(slots - 1, n)
-        example = (torch.rand(slots, 3, size, size),)
-        if not selection.keeps_all:
-            example += (torch.tensor([len(adapter.grids) - 1]), tile_mask)
-        details: dict[str, Any] = {"summary": selection.summary}
-        if split is not None:
-            details.update({
-                "alpha": selection.partition_alpha, "allocation": "grid", "total": split.total, "base_k": split.base_k,
-                "sub_total": split.sub_total,
-                "rule": "against the largest grid: total = floor((1 + max_tiles) N rate), base_k = min(floor(total alpha), N), "
-                        "sub_total = total - base_k; tiles share sub_total by largest remainder",
-            })
-        packing = {"kind": "anyres-newline", "newline": "image_newline.npy"} if selection.keeps_all else {"kind": "selected"}
-        return VisionPlan(module, example, spec, resolved, k, selection, details,
-                          TOKEN_ORDER_NONE if selection.keeps_all else TOKEN_ORDER,
-                          {"anyres": adapter.anyres_record(), "packing": packing})
-
-    from edgecompress.models.llava import pruned_vision
-
-    resolution = resolve_for(budget, selection, Architecture.from_config(adapter.config.to_dict()))
-    resolved, k = resolution.budget, resolution.k  # k: what the graph emits (pool rounds to its grid)
-    return VisionPlan(
-        pruned_vision(adapter, selection, k),
-        (torch.rand(1, 3, size, size),),
-        llava_vision_spec(size, k, adapter.projected_dim, precision),
-        resolved, k, selection,
-        method_details(selection, resolved.k, k, adapter.grid),
-        "raster (ascending patch index), selected before the projector",
-    )
-
-
-def write_packing_assets(adapter, plan: VisionPlan, staging: Path, dtype) -> None:
-    """LLaVA-NeXT unpruned bundles: the image-newline embedding the runtime packs in (none in a
-    vision-only bundle built with random weights, which has no language model)."""
-    import numpy as np
-
-    packing = plan.extra.get("packing", {})
-    if packing.get("kind") != "anyres-newline":
-        return
-    if adapter.image_newline is None:
-        packing["newline"] = None
-        return
-    np.save(staging / packing["newline"], adapter.image_newline.detach().to(dtype).numpy())
 
 
 def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any]:
@@ -226,31 +136,6 @@ def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any
         lines = "\n".join(f"  - [{f.check}] {f.message}" for f in report.findings)
         raise EdgeCompressError(f"the exported {graph_spec.name} graph failed verification:\n{lines}")
     return {**graph_spec.to_dict(), "file": files[0], "files": files, "verify": report.to_dict()}
-
-
-DECODER_EXAMPLE_SEQUENCE, DECODER_EXAMPLE_PAST = 4, 3  # > 1, so torch.export keeps both axes symbolic
-
-
-def decoder_example(lm: dict[str, Any], dtype) -> tuple:
-    import torch
-
-    embeds = torch.randn(1, DECODER_EXAMPLE_SEQUENCE, lm["hidden_size"], dtype=dtype)
-    positions = torch.arange(DECODER_EXAMPLE_PAST, DECODER_EXAMPLE_PAST + DECODER_EXAMPLE_SEQUENCE)[None]
-    kv = (1, lm["num_kv_heads"], DECODER_EXAMPLE_PAST, lm["head_dim"])
-    past = [torch.randn(kv, dtype=dtype) for _ in range(2 * lm["num_layers"])]
-    return (embeds, positions, *past)
-
-
-def decoder_dynamic_shapes(lm: dict[str, Any]) -> dict[str, Any]:
-    from torch.export import Dim
-
-    limit = lm["max_position_embeddings"]
-    sequence, past = Dim("sequence", min=1, max=limit), Dim("past", min=0, max=limit)
-    return {
-        "inputs_embeds": {1: sequence},
-        "position_ids": {1: sequence},
-        "past": tuple({2: past} for _ in range(2 * lm["num_layers"])),
-    }
 
 
 def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
@@ -277,10 +162,6 @@ def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
             "max_kv_length": max_sequence,
         },
     }
-
-
-def method_details(selection, budget_k: int, k: int, side: int) -> dict[str, Any]:
-    return {"summary": selection.summary, **selection.details(budget_k, k, side)}
 
 
 def build_manifest(spec, adapter, plan: VisionPlan, precision, graphs, text, random_weights) -> dict[str, Any]:

@@ -12,6 +12,11 @@ the wrong test: it fails on near-ties that no user could see. The rule here:
 - the tie band is relative to the cut-off score, so it holds for any model's score scale:
   ``TIE_BAND[precision] * |cut-off score|``.
 
+Methods whose choice is not one ranking (DivPrune's greedy picks, VisionZip's dominant set and
+its merge targets) have no single cut-off; they supply ``accepts``, which replays the method
+on the reference's inputs, following the other selection wherever it chose among candidates
+within the same relative band of the best, and says whether it arrives at that selection.
+
 Why these bands. fp32: a CLS-attention score is a softmax of dot products over the head size,
 summed over heads; two correct fp32 kernels that accumulate in different orders differ by a
 few hundred ulps at most (1 ulp = 1.2e-7 relative), so 1e-5 relative covers them with room
@@ -43,21 +48,29 @@ class SelectionAgreement:
         return asdict(self)
 
 
+def near_best(value: float, best: float, band: float) -> bool:
+    """Whether ``value`` is within the relative tie ``band`` of ``best`` (relative to |best|, at
+    least 1: for scores such as cosines that cross zero, the band is then absolute)."""
+    return value >= best - band * max(abs(best), 1.0)
+
+
 def selection_margin(scores, k: int) -> float:
     """Score of the K-th best token minus the score of the (K+1)-th: how far the cut-off is from a tie."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64).reshape(-1))[::-1]
     return float(ordered[k - 1] - ordered[k]) if k < len(ordered) else float("inf")
 
 
-def compare_selections(kept, expected, scores=None, *, precision: str = "fp32") -> SelectionAgreement:
+def compare_selections(kept, expected, scores=None, *, precision: str = "fp32", accepts=None) -> SelectionAgreement:
     """Whether ``kept`` (e.g. a bundle's) agrees with ``expected`` (the reference's), given the
-    reference's per-token ``scores`` (None for methods with no scores: then only identity agrees)."""
+    reference's per-token ``scores``, or for a method with no single ranking its ``accepts``
+    check ((kept, relative band) -> bool); with neither, only identity agrees."""
     kept = [int(i) for i in np.asarray(kept).reshape(-1)]
     expected = [int(i) for i in np.asarray(expected).reshape(-1)]
     differing = sorted(set(kept) ^ set(expected))
     identical = kept == expected
     if scores is None:
-        return SelectionAgreement(identical, identical, None, None, differing)
+        agree = identical or (accepts is not None and len(kept) == len(expected) and bool(accepts(kept, TIE_BAND[precision])))
+        return SelectionAgreement(identical, agree, None, None, differing)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     k = len(expected)
     cutoff = float(np.sort(scores)[::-1][k - 1])

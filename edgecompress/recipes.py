@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.families import FAMILIES
 from edgecompress.fields import Fields
 
-SUPPORTED_FAMILIES = ("llava", "llava-next")
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,10 @@ def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
     fields = Fields(data, where)
     fields.require(("name", "family", "source"))
     fields.only(RECIPE_KEYS)
-    if data["family"] not in SUPPORTED_FAMILIES:
+    if data["family"] not in FAMILIES:
         raise EdgeCompressError(
             f"recipe {path}: model family {data['family']!r} is not supported",
-            hint=f"Supported families: {', '.join(SUPPORTED_FAMILIES)}.",
+            hint=f"Supported families: {', '.join(FAMILIES)}.",
         )
     aliases = data.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):

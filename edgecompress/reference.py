@@ -12,6 +12,7 @@ code with the runtime they check.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -22,6 +23,9 @@ class ReferenceOutput:
     prefill_logits: torch.Tensor  # last prompt position, fp32 [vocab]
     kept_indices: list[int] | None = None
     scores: list[float] | None = None  # the pruned module's per-token selection scores, where it ranks by any
+    # for methods with no single ranking: (other kept indices, relative tie band) -> whether the
+    # method could have kept those from this image (None: no such check)
+    accepts: Callable[[list[int], float], bool | None] | None = None
 
 
 def chat_text(processor, prompt: str) -> str:
@@ -63,8 +67,10 @@ def pruned_generate(model, processor, vision_module, image, prompt: str, max_new
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         prefill = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float()
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
+    check = getattr(vision_module, "accepts_selection", None)
+    accepts = None if check is None else (lambda other, band: check(*inputs, other, band))
     return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist(),
-                           None if scores is None else scores[0].tolist())
+                           None if scores is None else scores[0].tolist(), accepts)
 
 
 def vision_inputs(model, processor, image) -> tuple[torch.Tensor, ...]:

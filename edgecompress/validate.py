@@ -89,15 +89,14 @@ class TorchPipelines:
 
         from edgecompress.graph.spec import torch_dtype
 
-        from edgecompress.compiler import plan_vision
-        from edgecompress.models.loading import load_llava
+        from edgecompress.models.loading import load_model
         from edgecompress.recipes import resolve_model
         from edgecompress.methods import get_method
 
         source = manifest.source
         model = manifest.recipe_name if source.get("kind") == "recipe" else source.get("location", "")
         dtype = torch_dtype(manifest.precision)
-        self.adapter = load_llava(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights)
+        self.adapter = load_model(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights)
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
         self.processor = AutoProcessor.from_pretrained(self.adapter.text_source)
@@ -105,7 +104,7 @@ class TorchPipelines:
         # The pruned PyTorch module the bundle was exported from (same method and budget). An
         # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is
         # transformers itself.
-        self.vision = None if manifest.packs_newlines else plan_vision(self.adapter, method, manifest.budget_spec, manifest.precision).module
+        self.vision = None if manifest.packs_newlines else self.adapter.plan_vision(method, manifest.budget_spec, manifest.precision).module
 
     def answer(self, image, question: str, max_new_tokens: int):
         """(pruned answer, unpruned answer, the pruned pipeline's ReferenceOutput or None when the
@@ -196,7 +195,7 @@ def _validate_one(sample: Sample, pipe, torch_pipes: TorchPipelines, max_new_tok
     selection = None
     if reference is not None and reference.kept_indices is not None:
         selection = compare_selections(generation.kept_indices, reference.kept_indices, reference.scores,
-                                       precision=precision).to_dict()
+                                       precision=precision, accepts=reference.accepts).to_dict()
     return {
         "line": sample.line, "image": str(sample.image), "question": sample.question, "type": sample.type,
         "expected": expected, "answers": answers, "correct": {p: answers[p] == expected for p in PIPELINES},

@@ -92,18 +92,18 @@ def pixels(images, processor) -> dict:
 def tiny_fp32(tiny_spec):
     import torch
 
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
 
-    return load_llava(tiny_spec, dtype=torch.float32)
+    return load_model(tiny_spec, dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")
 def tiny_fp16(tiny_spec):
     import torch
 
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
 
-    return load_llava(tiny_spec, dtype=torch.float16)
+    return load_model(tiny_spec, dtype=torch.float16)
 
 
 @pytest.fixture(scope="session")

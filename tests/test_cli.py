@@ -69,8 +69,13 @@ def test_list_models_and_methods():
     assert models.returncode == 0
     for name in ("llava-1.5-7b", "llava-1.5-13b", "tiny-llava-random", "llava-hf/llava-1.5-7b-hf"):
         assert name in models.stdout
-    methods = run_cli("list", "methods")
-    assert "hired" in methods.stdout and "none" in methods.stdout
+    methods = run_cli("list", "methods", env={"COLUMNS": "250"})
+    lines = {line.split()[0]: line for line in methods.stdout.splitlines() if line.strip() and line.split()[0].isascii()}
+    for name, paper in (("hired", "hasanar1f/HiRED"), ("vtc-cls", "THU-MIG/VTC-CLS"), ("visionzip", "dvlab-research/VisionZip"),
+                        ("divprune", "vbdi/divprune"), ("dart", "ZichenWen1/DART"), ("none", "-"), ("random", "baselines")):
+        assert paper in lines[name], lines.get(name)  # one row per method: its stage, needs and paper
+    assert "after the projector" in lines["divprune"] and "layer_attention" in lines["vtc-cls"]
+    assert "keys" in lines["visionzip"]
 
 
 @pytest.mark.parametrize("command", ["export", "inspect", "list"])

@@ -257,13 +257,12 @@ def test_engines_generate_what_onnxruntime_generates(tmp_path, tiny_checkpoint, 
     ort_result = Pipeline.load(bundle).generate_full(images["scene"], "What is this?", max_new_tokens=8)
     # Kept tokens under the fp16 tie band (edgecompress.parity), with PyTorch's scores as the referee.
     import torch
-    from edgecompress.compiler import plan_vision
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
     from edgecompress.methods import get_method
     from edgecompress_runtime.preprocess import preprocess
 
-    adapter = load_llava(resolve_model("tiny-llava-random"), dtype=torch.float16)
-    module = plan_vision(adapter, get_method("hired"), "20%", "fp16").module
+    adapter = load_model(resolve_model("tiny-llava-random"), dtype=torch.float16)
+    module = adapter.plan_vision(get_method("hired"), "20%", "fp16").module
     manifest = json.loads((bundle / "manifest.json").read_text())
     with torch.no_grad():
         scores = module.selection_scores(torch.from_numpy(preprocess(images["scene"], manifest["preprocess"])))[0].numpy()

@@ -73,7 +73,7 @@ def test_fp16_onnxruntime_matches_pytorch(exported, tiny_fp16, pixels, image, bu
     module = pruned_vision(tiny_fp16, get_method("hired"), k)
     with torch.no_grad():
         ref_embeds, ref_kept = module(pixels[image])
-        _, attns = module.encode(pixels[image])
+        _, attns, _ = module.encode(pixels[image])
         attn = attns[len(module.layers) - 1]
     score = hired_scores(attn)[0].numpy()
     assert embeds.dtype == np.float16
@@ -155,12 +155,12 @@ def test_vision_graphs_are_clean_static_and_verified(bundles, name):
 
 @pytest.mark.parametrize("name", ["hired-fp32", "hired-fp16"])
 def test_decoder_graph_is_clean_and_verified(bundles, name):
-    from edgecompress.graph.spec import llava_decoder_spec
+    from edgecompress.graph.spec import decoder_spec
 
     path = bundles[name] / "decoder.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     precision = name.split("-")[1]
-    report = verify_graph(load_graph(path), llava_decoder_spec(4, 2, 16, 64, 512, precision))
+    report = verify_graph(load_graph(path), decoder_spec(4, 2, 16, 64, 512, precision))
     assert report.ok, report.findings
     assert report.op_census["NonZero"] == 0 and report.op_census["Loop"] == 0
 

@@ -24,7 +24,7 @@ def first_k(inputs: VisionInputs, k: int):
     return ordered_gather(inputs.features, indices), indices
 
 
-TOY = Method(name="toy-first", summary="Toy: the first K patches", reference="tests/test_methods.py", select=first_k)
+TOY = Method(name="toy-first", summary="Toy: the first K patches", paper="tests/test_methods.py", select=first_k)
 
 
 @pytest.fixture
@@ -53,11 +53,11 @@ def test_a_registered_method_exports_verifies_and_runs(toy, tmp_path, images):
 
 def test_registry_refusals(toy):
     with pytest.raises(EdgeCompressError, match="'toy-first' is already registered"):
-        register(Method(name="toy-first", summary="", reference="", select=first_k))
+        register(Method(name="toy-first", summary="", paper="", select=first_k))
     with pytest.raises(EdgeCompressError, match="needs decoder_attention, which no model adapter provides"):
-        Method(name="bad", summary="", reference="", select=first_k, needs=("decoder_attention",))
+        Method(name="bad", summary="", paper="", select=first_k, needs=("decoder_attention",))
     with pytest.raises(EdgeCompressError, match="stage 'decoder' is not one of vision"):
-        Method(name="bad", summary="", reference="", select=first_k, stage="decoder")
+        Method(name="bad", summary="", paper="", select=first_k, stage="decoder")
     with pytest.raises(EdgeCompressError, match="unknown selection method 'nope'"):
         get_method("nope")
 
@@ -74,7 +74,7 @@ def test_a_plugin_registers_through_the_entry_point_group(tmp_path):
     `edgecompress.methods` group: `list methods` shows its method."""
     (tmp_path / "toy_plugin.py").write_text(textwrap.dedent('''
         from edgecompress.methods import Method
-        METHOD = Method(name="toy-plugin", summary="Toy plugin method", reference="toy_plugin",
+        METHOD = Method(name="toy-plugin", summary="Toy plugin method", paper="toy_plugin",
                         select=lambda inputs, k: (inputs.features[:, :k], None))
     '''))
     info = tmp_path / "toy_plugin-0.1.dist-info"

@@ -1,6 +1,6 @@
 """LLaVA-NeXT (anyres) end to end: tiling equal to transformers, HiRED's per-partition budget as
 one fixed-K static graph (ONNX Runtime equal to PyTorch for every pinpoint grid), the authors'
-reference allocation, and bundles that generate what transformers and the PyTorch pipeline do."""
+allocation, and bundles that generate what transformers and the PyTorch pipeline do."""
 
 import importlib.util
 import json
@@ -13,11 +13,12 @@ from PIL import Image, ImageDraw
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.methods.hired import ALPHA as HIRED_ALPHA
-from edgecompress.models.llava_next import hired_next_reference, pruned_vision_next
+from edgecompress.models.llava_next import pruned_vision_next
 from edgecompress.reference import pruned_generate, transformers_generate, vision_inputs
 from edgecompress.methods import get_method
 from edgecompress_runtime.anyres import layout_for, preprocess_anyres
 from edgecompress_runtime.pipeline import Pipeline
+from tests.authors_hired import authors_masks, hired_next_authors
 from tests.helpers import assert_engines_match_manifest
 
 N = 576
@@ -57,9 +58,9 @@ def next_spec():
 
 @pytest.fixture(scope="module")
 def tiny_next(next_spec):
-    from edgecompress.models.loading import load_llava
+    from edgecompress.models.loading import load_model
 
-    return load_llava(next_spec, dtype=torch.float32)
+    return load_model(next_spec, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +191,9 @@ def test_onnxruntime_equals_pytorch_for_every_grid(tiny_next, next_processor, ne
 
 
 def authors_hired_next(model, pixel_values, image_size, rate, alpha, feature_layer):
-    """The authors' HiRED for LLaVA-NeXT (hasanar1f/HiRED), written plainly from transformers'
-    eager attentions: per-image budget over P = 1 + G partitions; the base keeps its top base_k
-    by the feature layer's CLS attention (summed over heads); the base's top N (1 - alpha) by
-    layer-0 CLS attention are counted in row bands (the raster reshaped to (gh, gw, -1)); tile i
-    keeps int(share_i * sub_total); then the keep masks are packed as pack_image_features packs
-    features (view, permute, unpad) and newline tokens are dropped."""
+    """The authors' HiRED for LLaVA-NeXT (hasanar1f/HiRED) from transformers' eager attentions
+    (CLS attention summed over heads; the selection is ``authors_masks``), then the keep masks
+    packed as pack_image_features packs features (view, permute, unpad), newline tokens dropped."""
     from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
     config = model.config
@@ -205,19 +203,8 @@ def authors_hired_next(model, pixel_values, image_size, rate, alpha, feature_lay
         out = model.model.vision_tower(pixel_values[:parts], output_attentions=True)
     feature = out.attentions[feature_layer][:, :, 0, 1:].sum(1)  # [P, N]
     layer0 = out.attentions[0][0, :, 0, 1:].sum(0)  # [N], base image
-    total = int(parts * N * rate)
-    base_k = min(int(total * alpha), N)
-    sub_total = min(total - base_k, (parts - 1) * N)
-    spatial = torch.zeros(N)
-    spatial[torch.topk(layer0, int(N * (1 - alpha))).indices] = 1
-    counts = spatial.reshape(gh, gw, -1).sum(-1).flatten()
-    budgets = [min(int(c / counts.sum() * sub_total), N) for c in counts]
-    base_mask = torch.zeros(N, dtype=torch.bool)
-    base_mask[torch.topk(feature[0], base_k).indices] = True
-    tile_mask = torch.zeros(parts - 1, N)
-    for i, k in enumerate(budgets):
-        if k:
-            tile_mask[i, torch.topk(feature[1 + i], k).indices] = 1
+    masks = authors_masks(layer0, feature, (gh, gw), rate, alpha)
+    base_mask, tile_mask = masks[0], masks[1:].float()
     index = torch.arange((parts - 1) * N, dtype=torch.float32).view(parts - 1, N)
     keep = torch.stack([tile_mask, index], -1).view(gh, gw, 24, 24, 2).permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)
     keep = unpad_image(keep, image_size).flatten(1, 2)  # [2, tokens] row-major over the unpadded grid
@@ -236,13 +223,13 @@ def eager_next(tiny_next):
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
-def test_reference_allocation_equals_the_authors_code(tiny_next, next_processor, next_images, eager_next, hired_module, rate):
+def test_authors_allocation_equals_the_authors_code(tiny_next, next_processor, next_images, eager_next, hired_module, rate):
     """Equal except where our q/k recomputation and eager attention disagree by float32 ulps on
     a tie: none on these images (asserted exactly)."""
     for image in next_images.values():
         pixel_values, grid_index, mask = vision_inputs(tiny_next.model, next_processor, image)
         grid = tiny_next.grids[int(grid_index)]
-        ours = hired_next_reference(hired_module, pixel_values, grid, mask.reshape(-1) > 0, rate)
+        ours = hired_next_authors(hired_module, pixel_values, grid, mask.reshape(-1) > 0, rate)
         image_size = next_processor.image_processor(image, return_tensors="pt")["image_sizes"][0]
         theirs = authors_hired_next(eager_next, pixel_values, image_size, rate, HIRED_ALPHA, tiny_next.feature_layer)
         assert ours == theirs

@@ -9,7 +9,8 @@ import torch
 from edgecompress.graph.export import export_onnx, load_graph
 from edgecompress.graph.spec import GraphSpec, TensorSpec
 from edgecompress.lowering.verifier import verify_graph
-from edgecompress.selection.partitions import largest_remainder, partition_budget, quota_select, tile_quotas
+from edgecompress.selection.partitions import largest_remainder, quota_select
+from tests.authors_hired import authors_masks, partition_budget, tile_quotas
 
 N = 576
 GRIDS = [(1, 2), (2, 1), (2, 2), (1, 3), (3, 1)]  # llava-v1.6 pinpoints: 336x672, 672x336, 672x672, 336x1008, 1008x336
@@ -46,34 +47,16 @@ def test_grid_quotas_sum_exactly_to_the_tile_budget(grid, rate):
         assert int(quotas.sum()) == budget.sub_total and int(quotas.max()) <= N and int(quotas.min()) >= 0
 
 
-def authors_hired_next(layer0, layer22, grid, rate, alpha):
-    """A plain re-implementation of the authors' code path (HiRED_token_selection and
-    HiRED_sub_img_budgets): layer0/layer22 are [P, N] head-summed CLS scores, base first."""
-    num_patch = layer22.shape[0]
-    mask = torch.zeros_like(layer22, dtype=torch.bool)
-    num_total_budget = int(num_patch * N * rate)
-    full_img_budget = min(int(num_total_budget * alpha), N)
-    total_sub_img_budget = min(num_total_budget - full_img_budget, (num_patch - 1) * N)
-    mask[0, layer22[0].topk(full_img_budget).indices] = True
-    spatial = torch.zeros(N, dtype=torch.bool)
-    spatial[layer0[0].topk(int(N * (1 - alpha))).indices] = True
-    per_region = spatial.reshape(grid[0], grid[1], -1).sum(dim=-1).reshape(-1)
-    budgets = ((per_region / per_region.sum()) * total_sub_img_budget).int().clamp(max=N)
-    for i, count in enumerate(budgets):
-        mask[i + 1, layer22[i + 1].topk(int(count)).indices] = True
-    return mask
-
-
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
-def test_reference_mode_reproduces_the_authors_selection(grid, rate):
+def test_authors_mode_reproduces_the_authors_selection(grid, rate):
     tiles = grid[0] * grid[1]
     gen = torch.Generator().manual_seed(tiles * 100 + int(rate * 100))
     layer0, layer22 = torch.rand(tiles + 1, N, generator=gen), torch.rand(tiles + 1, N, generator=gen)
-    expected = authors_hired_next(layer0, layer22, grid, rate, 0.5)
+    expected = authors_masks(layer0[0], layer22, grid, rate, 0.5)
 
     budget = partition_budget(tiles, N, rate, 0.5)
-    quotas = tile_quotas(layer0[0], grid, N, 0.5, budget.sub_total, mode="reference")
+    quotas = tile_quotas(layer0[0], grid, N, 0.5, budget.sub_total, mode="authors")
     ours = torch.zeros(tiles + 1, N, dtype=torch.bool)
     ours[0, torch.topk(layer22[0], budget.base_k).indices] = True
     kept = quota_select(layer22[1:], quotas, int(quotas.sum()))

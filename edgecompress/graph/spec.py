@@ -1,12 +1,16 @@
-"""What each exported graph takes and returns, declared once per architecture.
+"""What each exported graph takes and returns, declared once.
 
-The exporter names its inputs and outputs from here, the verifier checks the ONNX file against
-it, the manifest records it, and the runtimes read it back from the manifest.
+A family adapter declares its vision graph's inputs and outputs (a :class:`GraphSpec` in its
+:class:`VisionPlan`); the decoder graph's declaration, shared by every family, is
+:func:`decoder_spec`. The exporter names the graph's inputs and outputs from the declaration,
+the verifier checks the ONNX file against it, the manifest records it, and the runtimes read it
+back from the manifest.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,46 +52,7 @@ def torch_dtype(precision: str):
     return getattr(torch, PRECISION_DTYPES[precision])
 
 
-def llava_vision_spec(image_size: int, k: int, projected_dim: int, precision: str) -> GraphSpec:
-    """LLaVA-1.5 vision graph: one 336-px image in (fp32 pixels), K projected embeddings out.
-
-    Pixels stay fp32 at the boundary for every precision (the graph casts), so a runtime
-    feeds the same preprocessing output to an fp32 and an fp16 bundle; embeddings come out in
-    the language model's precision.
-    """
-    return GraphSpec(
-        name="vision",
-        inputs=(TensorSpec("pixel_values", (1, 3, image_size, image_size), "float32"),),
-        outputs=(
-            TensorSpec("image_embeds", (1, k, projected_dim), PRECISION_DTYPES[precision]),
-            TensorSpec("kept_indices", (1, k), "int64"),
-        ),
-    )
-
-
-def llava_next_vision_spec(
-    image_size: int, slots: int, n: int, k: int, projected_dim: int, precision: str, *, keeps_all: bool
-) -> GraphSpec:
-    """LLaVA-NeXT vision graph: a fixed 1 + max_tiles slots of pixels (base first, unused slots
-    zero), the grid's index in the pinpoints and the tile-token mask in; K embeddings out.
-
-    With ``keeps_all`` (method none) only the pixels go in and every slot's N tokens come out,
-    for the runtime to pack as LLaVA-NeXT does.
-    """
-    inputs = [TensorSpec("pixel_values", (slots, 3, image_size, image_size), "float32")]
-    if not keeps_all:
-        inputs += [TensorSpec("grid_index", (1,), "int64"), TensorSpec("tile_mask", (slots - 1, n), "float32")]
-    return GraphSpec(
-        name="vision",
-        inputs=tuple(inputs),
-        outputs=(
-            TensorSpec("image_embeds", (1, k, projected_dim), PRECISION_DTYPES[precision]),
-            TensorSpec("kept_indices", (1, k), "int64"),
-        ),
-    )
-
-
-def llava_decoder_spec(
+def decoder_spec(
     num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str
 ) -> GraphSpec:
     """The language model as one graph for prefill and decode.
@@ -120,3 +85,30 @@ def llava_decoder_spec(
         outputs=(TensorSpec("logits", (1, 1, vocab_size), "float32"), *present),
         dynamic_axes=dynamic,
     )
+
+
+@dataclass
+class VisionPlan:
+    """What a family's vision graph is exported from, and what it promises."""
+
+    module: Any  # the PyTorch module
+    example: tuple  # example inputs, in the spec's input order
+    spec: GraphSpec
+    budget: Any  # the resolved Budget
+    k: int  # image tokens the language model reads (for unpruned LLaVA-NeXT: the most it can)
+    method: Any  # the Method
+    details: dict[str, Any]  # method_details in the manifest
+    token_order: str
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific manifest entries
+
+
+@dataclass
+class DecoderPlan:
+    """What the decoder graph is exported from: module, example inputs, declaration, torch.export
+    dynamic shapes, and the language model's facts (recorded in the manifest)."""
+
+    module: Any
+    example: tuple
+    spec: GraphSpec
+    dynamic_shapes: dict[str, Any]
+    facts: dict[str, Any]

@@ -1,10 +1,11 @@
 """The registry of token-selection methods: one module per method, pure tensor math.
 
 A method is a :class:`Method`: its name, what it keeps and where it comes from, where it acts
-(``vision``: between the vision tower and the projector), what it needs from the model
-(``cls_attention``: the feature layer's per-head CLS attention over the patches, computed in
-fp32; ``features``: the patch features), and ``select(inputs, k)``, which returns the K kept
-tokens' features and their patch indices in original spatial order. A model adapter hands a
+(``vision``: on the vision tower's patch features, before the projector, or after it with
+``after_projector``), what it needs from the model (``NEEDS``: the feature layer's per-head CLS
+attention, other layers' CLS attention, the feature layer's keys, the patch features; all
+attention math in fp32), and ``select(inputs, k)``, which returns the K kept tokens' features
+and their patch indices. A model adapter hands a
 method what it declares it needs and never branches on its name (ToMe's split between the
 math and the patch that fits it into a host model).
 
@@ -32,20 +33,31 @@ if TYPE_CHECKING:
     import torch
 
 STAGES = ("vision",)  # "decoder" (FastV, DART inside the language model) is not lowered yet
-NEEDS = ("cls_attention", "features")
+NEEDS = ("cls_attention", "layer_attention", "keys", "features")
 ENTRY_POINT_GROUP = "edgecompress.methods"
 
 
 class VisionInputs(NamedTuple):
-    """What a vision-stage method may read: features [B,N,D]; the feature layer's CLS attention
-    [B,H,N] in fp32 (None unless the method needs ``cls_attention``); the patch grid's side; and
-    the constants the method made for this N, side and K (held by the host module as buffers,
-    so they enter the graph as constants)."""
+    """What a vision-stage method may read (each None unless the method needs it):
 
-    features: "torch.Tensor"
+    - ``features`` [B,N,D]: the feature layer's patch features (projected, [B,N,D_lm], for a
+      method with ``after_projector``);
+    - ``cls_attention`` [B,H,N] fp32: the feature layer's CLS attention over the patches;
+    - ``side``: the patch grid's side;
+    - ``constants``: what the method fixed for this N, side and K (held by the host module as
+      buffers, so they enter the graph as constants);
+    - ``layer_attention`` {layer: [B,H,N]} fp32: the CLS attention of each encoder layer the
+      method's ``attention_layers`` names (layer indices counted from 0; the feature layer is
+      the last one run);
+    - ``keys`` [B,H,1+N,d] fp32: the feature layer's attention keys, CLS first.
+    """
+
+    features: "torch.Tensor | None"
     cls_attention: "torch.Tensor | None"
     side: int
     constants: dict[str, "torch.Tensor"]
+    layer_attention: "dict[int, torch.Tensor] | None" = None
+    keys: "torch.Tensor | None" = None
 
 
 def _same_k(k: int, side: int) -> int:
@@ -60,20 +72,31 @@ def _no_constants(n: int, side: int, k: int) -> dict[str, "torch.Tensor"]:
     return {}
 
 
+def _no_layers(feature_layer: int) -> tuple[int, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     summary: str
-    reference: str
+    paper: str  # where the method comes from (repository, arXiv id)
     select: Callable[[VisionInputs, int], tuple["torch.Tensor", "torch.Tensor"]]
     stage: str = "vision"
     needs: tuple[str, ...] = ("features",)
-    score: Callable[["torch.Tensor"], "torch.Tensor"] | None = None  # per-patch scores select ranks by, [B,H,N] -> [B,N]
+    score: Callable[[VisionInputs], "torch.Tensor"] | None = None  # per-patch scores select ranks by, [B,N]
     output_k: Callable[[int, int], int] = _same_k  # tokens emitted for a budget of K on a side x side grid
     details: Callable[[int, int, int], dict[str, Any]] = _no_details  # manifest method_details beyond the summary
     constants: Callable[[int, int, int], dict[str, "torch.Tensor"]] = _no_constants  # (N, side, K) -> tensors fixed at export
     keeps_all: bool = False  # the unpruned baseline: families pack its tokens as the model itself does
     partition_alpha: float | None = None  # splits a budget over LLaVA-NeXT's partitions (base share); None: no anyres lowering
+    attention_layers: Callable[[int], tuple[int, ...]] = _no_layers  # feature layer -> layers whose CLS attention it reads
+    after_projector: bool = False  # selects among projected tokens (the host projects every token first)
+    token_order: str = "raster (ascending patch index)"  # the order of the kept tokens it emits
+    # Whether another runtime's kept indices are an outcome this method could have produced from
+    # these inputs, resolving near-ties (within ``band``, relative) either way: for methods whose
+    # choice is not one ranking by ``score`` (greedy, merging). (inputs of one image, kept, band) -> bool
+    accepts: Callable[[VisionInputs, list[int], float], bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,9 +107,22 @@ class Method:
             raise EdgeCompressError(f"method {self.name!r} needs {', '.join(sorted(unknown))}, which no model adapter provides",
                                     hint=f"A method may need: {', '.join(NEEDS)}.")
 
+        if ("layer_attention" in self.needs) != (self.attention_layers is not _no_layers):
+            raise EdgeCompressError(f"method {self.name!r}: `layer_attention` in needs and `attention_layers` go together")
+
     @property
     def needs_cls_attention(self) -> bool:
         return "cls_attention" in self.needs
+
+    def layers_read(self, feature_layer: int) -> tuple[int, ...]:
+        """The encoder layers whose CLS attention the host computes for this method."""
+        layers = set(self.attention_layers(feature_layer))
+        if self.needs_cls_attention:
+            layers.add(feature_layer)
+        bad = [layer for layer in layers if not 0 <= layer <= feature_layer]
+        if bad:
+            raise EdgeCompressError(f"method {self.name!r} reads layer(s) {bad}, outside 0..{feature_layer}")
+        return tuple(sorted(layers))
 
 
 _REGISTRY: dict[str, Method] = {}

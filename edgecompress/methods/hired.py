@@ -21,6 +21,10 @@ def hired_select(cls_attn, k: int):
     return top_k_in_order(hired_scores(cls_attn), k)
 
 
+def score(inputs: VisionInputs):
+    return hired_scores(inputs.cls_attention)
+
+
 def select(inputs: VisionInputs, k: int):
     from edgecompress.lowering.primitives import ordered_gather
 
@@ -31,9 +35,9 @@ def select(inputs: VisionInputs, k: int):
 METHOD = Method(
     name="hired",
     summary="HiRED: top-K patches by the feature layer's CLS attention (summed over heads), raster order",
-    reference="hasanar1f/HiRED (arXiv:2408.10945)",
+    paper="hasanar1f/HiRED (arXiv:2408.10945)",
     select=select,
     needs=("cls_attention", "features"),
-    score=hired_scores,
+    score=score,
     partition_alpha=ALPHA,
 )

@@ -19,7 +19,7 @@ def select(inputs: VisionInputs, k: int):
 METHOD = Method(
     name="none",
     summary="Baseline: keep every visual token (the unpruned model)",
-    reference="-",
+    paper="-",
     select=select,
     keeps_all=True,
 )

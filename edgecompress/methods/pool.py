@@ -61,7 +61,7 @@ def details(budget_k: int, k: int, side: int) -> dict:
 METHOD = Method(
     name="pool",
     summary="Baseline: 2D average pooling of the patch grid to the largest near-square h x w <= K",
-    reference="METHODS.md baselines",
+    paper="METHODS.md baselines",
     select=select,
     output_k=output_k,
     details=details,

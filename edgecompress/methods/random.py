@@ -26,7 +26,7 @@ def select(inputs: VisionInputs, k: int):
 METHOD = Method(
     name="random",
     summary=f"Baseline: K positions drawn once at export (seed {RANDOM_SEED}), the same for every image, raster order",
-    reference="METHODS.md baselines",
+    paper="METHODS.md baselines",
     select=select,
     details=lambda budget_k, k, side: {"seed": RANDOM_SEED},
     constants=lambda n, side, k: {"positions": random_positions(n, k)[None]},

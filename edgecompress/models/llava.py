@@ -1,50 +1,32 @@
-"""The LLaVA-1.5 adapter: the parts of a loaded llava-hf model the compiler needs, the pruned
-vision module a method is wired into, and the decoder with its KV cache. LLaVA-NeXT builds on
-it (:mod:`edgecompress.models.llava_next`); :mod:`edgecompress.models.loading` loads both.
+"""The LLaVA-1.5 family: its adapter (the vision facts and the vision graph's plan: module,
+example input, declared inputs and outputs, K) and the pruned vision module a method is wired
+into. LLaVA-NeXT builds on it (:mod:`edgecompress.models.llava_next`); the language model and
+the decoder graph are shared by every family (:mod:`edgecompress.models.base`).
 
-(Imports torch and transformers: import this module only where they are needed, as the
-compiler, `validate` and the benchmarks do.)
-
-Every family adapter exposes the same parts: the vision tower, the encoder layer whose CLS
-attention a selector reads, the projector, preprocessing parameters, the prompt template and
-the image-token id. Loading goes through transformers' ``from_pretrained`` (hub id or local
-folder), safetensors only, no remote code.
+(Imports torch and transformers: import this module only where they are needed.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
+from edgecompress.budget import resolve_for
 from edgecompress.errors import EdgeCompressError
-from edgecompress.selection.attention import cls_attention
+from edgecompress.graph.spec import PRECISION_DTYPES, GraphSpec, TensorSpec, VisionPlan
 from edgecompress.methods import Method, VisionInputs
-
-# family -> the model_type its config.json carries
-MODEL_TYPES = {"llava": "llava", "llava-next": "llava_next"}
-FAMILY_NAMES = {"llava": "LLaVA-1.5", "llava-next": "LLaVA-NeXT"}
+from edgecompress.models.base import FamilyAdapter
+from edgecompress.selection.attention import cls_attention, layer_keys
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 @dataclass
-class LlavaAdapter:
+class LlavaAdapter(FamilyAdapter):
     """The parts of a LLaVA-1.5 model, loaded or built with seeded random weights."""
-
-    config: Any  # transformers LlavaConfig
-    vision_tower: Any  # CLIPVisionModel
-    projector: Any  # LlavaMultiModalProjector
-    preprocess: dict[str, Any]
-    prompt_template: str
-    source: dict[str, Any] = field(default_factory=dict)
-    model: Any = None  # the full LlavaForConditionalGeneration (None when built vision-only)
-    checkpoint_dir: Path | None = None
-    text_source: str | None = None  # folder or hub id holding the tokenizer and processor
 
     family = "llava"
 
@@ -82,66 +64,41 @@ class LlavaAdapter:
         """The encoder layer whose output is the feature (and whose CLS attention HiRED reads)."""
         return self.feature_hidden_state - 1
 
-    @property
-    def image_token_id(self) -> int:
-        return int(self.config.image_token_id)
+    def architecture(self):
+        from edgecompress.architecture import Architecture
 
-    @property
-    def projected_dim(self) -> int:
-        return int(self.config.text_config.hidden_size)
+        return Architecture.from_config(self.config.to_dict())
 
-    def language_model_facts(self) -> dict[str, Any]:
-        tc = self.config.text_config
-        heads = tc.num_attention_heads
-        return {
-            "num_layers": tc.num_hidden_layers,
-            "num_heads": heads,
-            "num_kv_heads": getattr(tc, "num_key_value_heads", None) or heads,
-            "head_dim": getattr(tc, "head_dim", None) or tc.hidden_size // heads,
-            "hidden_size": tc.hidden_size,
-            "vocab_size": tc.vocab_size,
-            "max_position_embeddings": tc.max_position_embeddings,
-        }
+    def vision_spec(self, k: int, precision: str) -> GraphSpec:
+        """The vision graph: one image in (fp32 pixels), K projected embeddings and their patch
+        indices out.
 
-    def eos_token_ids(self) -> list[int]:
-        eos = None
-        if self.model is not None and getattr(self.model, "generation_config", None) is not None:
-            eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = getattr(self.config.text_config, "eos_token_id", None)
-        return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-
-    def save_tokenizer(self, folder: Path) -> str | None:
-        """Write the fast tokenizer as tokenizer.json (what the torch-free runtime reads)."""
-        if self.text_source is None:
-            return None
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.text_source)
-        if not getattr(tokenizer, "is_fast", False):
-            raise EdgeCompressError(f"{self.text_source} has no fast tokenizer (tokenizer.json) for the runtime")
-        tokenizer.backend_tokenizer.save(str(Path(folder) / "tokenizer.json"))
-        return "tokenizer.json"
-
-    def chat_prompt_template(self) -> str:
-        """The checkpoint's chat template rendered for one user turn, with {prompt} for the text.
-
-        Rendering it here (with transformers) means the runtime needs no Jinja: it substitutes
-        the user's text into this string. Falls back to the recipe's template.
+        Pixels stay fp32 at the boundary for every precision (the graph casts), so a runtime
+        feeds the same preprocessing output to an fp32 and an fp16 bundle; embeddings come out
+        in the language model's precision.
         """
-        sentinel = "EDGECOMPRESS_PROMPT_SENTINEL"
-        if self.text_source is not None:
-            from transformers import AutoProcessor
+        size = self.vision_config.image_size
+        return GraphSpec(
+            name="vision",
+            inputs=(TensorSpec("pixel_values", (1, 3, size, size), "float32"),),
+            outputs=(
+                TensorSpec("image_embeds", (1, k, self.projected_dim), PRECISION_DTYPES[precision]),
+                TensorSpec("kept_indices", (1, k), "int64"),
+            ),
+        )
 
-            try:
-                processor = AutoProcessor.from_pretrained(self.text_source)
-                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
-                text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            except (OSError, ValueError, TypeError):
-                text = None
-            if text and text.count(sentinel) == 1:
-                return text.replace(sentinel, "{prompt}")
-        return self.prompt_template
+    def plan_vision(self, method: Method, budget: str, precision: str) -> VisionPlan:
+        resolution = resolve_for(budget, method, self.architecture())
+        k = resolution.k  # what the graph emits (pool rounds to its grid)
+        size = self.vision_config.image_size
+        return VisionPlan(
+            pruned_vision(self, method, k),
+            (torch.rand(1, 3, size, size),),
+            self.vision_spec(k, precision),
+            resolution.budget, k, method,
+            {"summary": method.summary, **method.details(resolution.budget.k, k, self.grid)},
+            f"{method.token_order}, selected {'after' if method.after_projector else 'before'} the projector",
+        )
 
     def describe(self) -> dict[str, Any]:
         vc = self.vision_config
@@ -161,9 +118,6 @@ class LlavaAdapter:
             "projected_dim": self.projected_dim,
             "image_token_id": self.image_token_id,
         }
-
-
-# -- loading ---------------------------------------------------------------------------------
 
 
 class LlavaPrunedVision(nn.Module):
@@ -198,87 +152,62 @@ class LlavaPrunedVision(nn.Module):
         self.num_heads = adapter.vision_config.num_attention_heads
         self.dtype = next(tower.parameters()).dtype
 
-    def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None):
-        """Patch features of the feature layer [B,N,D] and the per-head CLS attention [B,H,N]
-        (fp32) of each layer in ``attention_layers`` (by default the feature layer, when the
-        method reads it), as {layer: attention}."""
+    def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None, keys: bool = False):
+        """Patch features of the feature layer [B,N,D], the per-head CLS attention [B,H,N] (fp32)
+        of each layer in ``attention_layers`` (by default the layers the method reads) as
+        {layer: attention}, and with ``keys`` the feature layer's keys [B,H,1+N,d] (fp32)."""
         last = len(self.layers) - 1
         if attention_layers is None:
-            attention_layers = (last,) if self.method.needs_cls_attention else ()
+            attention_layers = self.method.layers_read(last)
         hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
-        attns = {}
+        attns, layer_keys_ = {}, None
         for i, layer in enumerate(self.layers):
-            if i in attention_layers:
+            if i in attention_layers or (keys and i == last):
                 norm, a = layer.layer_norm1, layer.self_attn
                 normed = nn.functional.layer_norm(
                     hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
                 )
-                attns[i] = cls_attention(
-                    normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
-                )
+                if i in attention_layers:
+                    attns[i] = cls_attention(
+                        normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
+                    )
+                if keys and i == last:
+                    layer_keys_ = layer_keys(normed, a.k_proj.weight, a.k_proj.bias, self.num_heads)
             hidden = layer(hidden, None)
-        return hidden[:, 1:], attns
+        return hidden[:, 1:], attns, layer_keys_
+
+    def method_inputs(self, pixel_values: torch.Tensor) -> VisionInputs:
+        """Everything the method declares it needs, for these pixels."""
+        needs = self.method.needs
+        features, attns, keys = self.encode(pixel_values, keys="keys" in needs)
+        if self.method.after_projector:
+            features = self.projector(features)
+        last = len(self.layers) - 1
+        constants = {name: getattr(self, f"method_{name}") for name, _ in self._constants}
+        layers = {i: attns[i] for i in self.method.attention_layers(last)} if "layer_attention" in needs else None
+        return VisionInputs(features, attns.get(last) if self.method.needs_cls_attention else None, self.side,
+                            constants, layers, keys)
 
     def selection_scores(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """The per-patch scores the method ranks by [B,N] (fp32), or None for a method that ranks
         nothing; parity checks use them to tell a near-tie at the cut-off from a real difference."""
         if self.method.score is None:
             return None
-        _, attns = self.encode(pixel_values)
-        return self.method.score(attns[len(self.layers) - 1])
+        return self.method.score(self.method_inputs(pixel_values))
+
+    def accepts_selection(self, pixel_values: torch.Tensor, kept: list[int], band: float) -> bool | None:
+        """Whether ``kept`` is an outcome the method could produce for these pixels within the
+        relative tie ``band`` (None for a method that ranks by ``score`` or has no such check)."""
+        if self.method.accepts is None:
+            return None
+        with torch.no_grad():
+            return bool(self.method.accepts(self.method_inputs(pixel_values), [int(i) for i in kept], band))
 
     def forward(self, pixel_values: torch.Tensor):
-        features, attns = self.encode(pixel_values)
-        constants = {name: getattr(self, f"method_{name}") for name, _ in self._constants}
-        inputs = VisionInputs(features, attns.get(len(self.layers) - 1), self.side, constants)
-        kept, indices = self.method.select(inputs, self.k)
-        return self.projector(kept), indices
+        kept, indices = self.method.select(self.method_inputs(pixel_values), self.k)
+        return (kept if self.method.after_projector else self.projector(kept)), indices
 
 
 def pruned_vision(adapter: LlavaAdapter, method, k: int) -> LlavaPrunedVision:
     """The PyTorch module that the vision graph is exported from (and the reference it is tested against)."""
     return LlavaPrunedVision(adapter, method, k).eval()
-
-
-class LlavaDecoder(nn.Module):
-    """(inputs_embeds, position_ids, *past) -> (last-token logits fp32, *present).
-
-    The cache travels as flat tensors (past.{i}.key/value) so the graph has plain inputs
-    and outputs; inside, a transformers DynamicCache is rebuilt from them.
-    """
-
-    def __init__(self, adapter: LlavaAdapter):
-        super().__init__()
-        self.language_model = adapter.model.model.language_model
-        self.lm_head = adapter.model.lm_head
-        self.config = adapter.config.text_config
-        self.num_layers = adapter.config.text_config.num_hidden_layers
-
-    def forward(self, inputs_embeds, position_ids, *past):
-        cache = DynamicCache(config=self.config)
-        for i in range(self.num_layers):
-            cache.update(past[2 * i], past[2 * i + 1], i)
-        out = self.language_model(
-            inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
-        )
-        # select (a Gather), not a [:, -1:] slice: the output is then [1, 1, vocab] for any
-        # sequence length, a static binding TensorRT can see as such.
-        logits = self.lm_head(out.last_hidden_state.select(1, -1)).float().unsqueeze(1)
-        present = []
-        for layer in out.past_key_values.layers:
-            present += [layer.keys, layer.values]
-        return (logits, *present)
-
-
-def llava_decoder(adapter: LlavaAdapter):
-    """The PyTorch module the decoder graph is exported from.
-
-    It traces the eager attention path, not sdpa: torch exports sdpa as masked MatMul-Softmax
-    plus IsNaN/Where guards over every [heads, S, S] score tensor, which slowed ONNX Runtime's
-    prefill by a quarter to a third on tiny-llava; the eager path computes the same values (to
-    fp32 round-off) without the guards.
-    """
-    if adapter.model is None:
-        raise EdgeCompressError("this model was built without its language model (vision only)")
-    adapter.model.model.language_model.config._attn_implementation = "eager"
-    return LlavaDecoder(adapter).eval()

@@ -17,24 +17,19 @@ total - base_k. K = total for every image and grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from edgecompress.budget import PartitionBudget
+from edgecompress.budget import PartitionBudget, resolve_for
 from edgecompress.errors import EdgeCompressError
+from edgecompress.graph.spec import PRECISION_DTYPES, GraphSpec, TensorSpec, VisionPlan, torch_dtype
 from edgecompress.lowering.primitives import top_k_in_order
+from edgecompress.methods import Method, VisionInputs
 from edgecompress.models.llava import LlavaAdapter, LlavaPrunedVision
-from edgecompress.methods import Method
-from edgecompress.selection.partitions import (
-    largest_remainder,
-    partition_budget,
-    quota_select,
-    region_matrix,
-    spatial_mask,
-    tile_quotas,
-)
+from edgecompress.selection.partitions import largest_remainder, quota_select, region_matrix, spatial_mask
 
 
 TOKEN_ORDER = (
@@ -105,9 +100,63 @@ class LlavaNextAdapter(LlavaAdapter):
     def unpruned_max_tokens(self) -> int:
         """The most image tokens LLaVA-NeXT's own packing emits (a grid with no padding, plus a
         newline per token row)."""
-        from edgecompress.architecture import Architecture
+        return self.architecture().unpruned_image_tokens
 
-        return Architecture.from_config(self.config.to_dict()).unpruned_image_tokens
+    def vision_spec(self, k: int, precision: str, *, keeps_all: bool = False) -> GraphSpec:
+        """The vision graph: a fixed 1 + max_tiles slots of pixels (base first, unused slots
+        zero), the grid's index in the pinpoints and the tile-token mask in; K embeddings out.
+
+        With ``keeps_all`` (method none) only the pixels go in and every slot's N tokens come
+        out, for the runtime to pack as LLaVA-NeXT does.
+        """
+        size, slots, n = self.vision_config.image_size, self.slots, self.num_patches
+        inputs = [TensorSpec("pixel_values", (slots, 3, size, size), "float32")]
+        if not keeps_all:
+            inputs += [TensorSpec("grid_index", (1,), "int64"), TensorSpec("tile_mask", (slots - 1, n), "float32")]
+        return GraphSpec(
+            name="vision",
+            inputs=tuple(inputs),
+            outputs=(
+                TensorSpec("image_embeds", (1, k, self.projected_dim), PRECISION_DTYPES[precision]),
+                TensorSpec("kept_indices", (1, k), "int64"),
+            ),
+        )
+
+    def plan_vision(self, method: Method, budget: str, precision: str) -> VisionPlan:
+        check_anyres(method)
+        resolution = resolve_for(budget, method, self.architecture())
+        split = resolution.split
+        module = pruned_vision_next(self, method, split)
+        size, slots, n = self.vision_config.image_size, self.slots, self.num_patches
+        example = (torch.rand(slots, 3, size, size),)
+        if not method.keeps_all:
+            example += (torch.tensor([len(self.grids) - 1]), torch.ones(slots - 1, n))
+        details: dict[str, Any] = {"summary": method.summary}
+        if split is not None:
+            details.update({
+                "alpha": method.partition_alpha, "allocation": "grid", "total": split.total, "base_k": split.base_k,
+                "sub_total": split.sub_total,
+                "rule": "against the largest grid: total = floor((1 + max_tiles) N rate), base_k = min(floor(total alpha), N), "
+                        "sub_total = total - base_k; tiles share sub_total by largest remainder",
+            })
+        packing = {"kind": "anyres-newline", "newline": "image_newline.npy"} if method.keeps_all else {"kind": "selected"}
+        return VisionPlan(module, example, self.vision_spec(module.k, precision, keeps_all=method.keeps_all),
+                          resolution.budget, resolution.k, method, details,
+                          TOKEN_ORDER_NONE if method.keeps_all else TOKEN_ORDER,
+                          {"anyres": self.anyres_record(), "packing": packing})
+
+    def write_assets(self, plan: VisionPlan, staging: Path, precision: str) -> None:
+        """Unpruned bundles: the image-newline embedding the runtime packs in (none in a
+        vision-only bundle built with random weights, which has no language model)."""
+        import numpy as np
+
+        packing = plan.extra["packing"]
+        if packing["kind"] != "anyres-newline":
+            return
+        if self.image_newline is None:
+            packing["newline"] = None
+            return
+        np.save(staging / packing["newline"], self.image_newline.detach().to(torch_dtype(precision)).numpy())
 
     def describe(self) -> dict[str, Any]:
         data = super().describe()
@@ -185,8 +234,12 @@ class LlavaNextPrunedVision(nn.Module):
 
     def scores(self, pixel_values: torch.Tensor):
         """Patch features [1+T, N, D], feature-layer scores [1+T, N], base layer-0 scores [N]."""
-        features, attns = self.encoder.encode(pixel_values, (0, self.feature_layer))
-        return features, self.score(attns[self.feature_layer]), self.score(attns[0][:1])[0]
+        features, attns, _ = self.encoder.encode(pixel_values, (0, self.feature_layer))
+        return features, self.rank(attns[self.feature_layer]), self.rank(attns[0][:1])[0]
+
+    def rank(self, attention: torch.Tensor) -> torch.Tensor:
+        """The method's per-patch score from one layer's CLS attention [P,H,N] -> [P,N]."""
+        return self.score(VisionInputs(None, attention, self.encoder.side, {}))
 
     def quotas(self, layer0: torch.Tensor, grid_index: torch.Tensor, tile_mask: torch.Tensor) -> torch.Tensor:
         """Tokens each tile slot keeps [T] (grid allocation, capped by the tokens inside the image)."""
@@ -199,7 +252,7 @@ class LlavaNextPrunedVision(nn.Module):
                 tile_mask: torch.Tensor | None = None):
         projector = self.encoder.projector
         if self.keeps_all:
-            features, _ = self.encoder.encode(pixel_values, ())
+            features, _, _ = self.encoder.encode(pixel_values, ())
             flat = features.reshape(1, self.slots_tokens, -1)
             return projector(flat), torch.arange(self.slots_tokens, dtype=torch.int64)[None]
         features, scores, layer0 = self.scores(pixel_values)
@@ -214,35 +267,6 @@ class LlavaNextPrunedVision(nn.Module):
         selected = torch.cat([features[0].index_select(0, base), tile_features.index_select(0, kept)])
         indices = torch.cat([base, kept + self.n])
         return projector(selected[None]), indices[None]
-
-
-def hired_next_reference(module: LlavaNextPrunedVision, pixel_values: torch.Tensor, grid: tuple[int, int],
-                         unpadded: torch.Tensor, rate: float) -> list[int]:
-    """``reference`` allocation (PyTorch only, to reproduce published numbers): the authors' code
-    path. The budget is per image (P = 1 + the image's G tiles, so it varies with the grid), the
-    tiles' shares are counted in row bands and floored, each tile keeps its top k_i over all of
-    its tokens, kept tokens are read row-major over the tiled grid, and those in the padding are
-    dropped by the unpadding. So fewer than the budget can remain, and the count varies: this
-    path is not exportable, and is not what a bundle runs.
-
-    ``pixel_values`` [1 + T, 3, S, S] (slots past the image's tiles unused); ``unpadded`` [T * N]
-    bool marks tile tokens inside the image. Returns kept indices in the bundle's index space
-    (base p -> p, tile t patch p -> N + t N + p), in packing order.
-    """
-    n = module.n
-    tiles = grid[0] * grid[1]
-    with torch.no_grad():
-        _, scores, layer0 = module.scores(pixel_values)
-    split = partition_budget(tiles, n, rate, module.alpha)
-    base = top_k_in_order(scores[0], split.base_k).tolist()
-    quotas = tile_quotas(layer0, grid, n, module.alpha, split.sub_total, mode="reference")
-    chosen = []
-    for t in range(tiles):
-        if int(quotas[t]):
-            chosen += (top_k_in_order(scores[1 + t], int(quotas[t])) + t * n).tolist()
-    position = module.canvas[module.grids.index(tuple(grid))]  # each tile token's place on the tiled grid
-    kept = sorted((f for f in chosen if bool(unpadded[f])), key=lambda f: int(position[f]))
-    return base + [n + f for f in kept]
 
 
 def check_anyres(method: Method) -> None:

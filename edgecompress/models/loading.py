@@ -16,8 +16,9 @@ import torch
 from safetensors import SafetensorError
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.models.llava import FAMILY_NAMES, MODEL_TYPES, PIL_RESAMPLE, LlavaAdapter
-from edgecompress.models.llava_next import LlavaNextAdapter
+from edgecompress.families import family_of_model_type, get_family
+from edgecompress.models.base import FamilyAdapter
+from edgecompress.models.llava import PIL_RESAMPLE
 from edgecompress.recipes import ModelSpec, Recipe
 
 
@@ -43,28 +44,12 @@ def _preprocess_from_processor_file(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def family_of_model_type(model_type: str | None, where: str, expected: str | None = None) -> str:
-    """The family a config's model_type belongs to; an error if unsupported or not ``expected``."""
-    families = {t: f for f, t in MODEL_TYPES.items()}
-    if expected is not None and model_type != MODEL_TYPES[expected]:
-        raise EdgeCompressError(
-            f"{where} is not a {FAMILY_NAMES[expected]} checkpoint (model_type is {model_type!r}, expected {MODEL_TYPES[expected]!r})",
-            hint="See `edgecompress list models` for what is supported.",
-        )
-    if model_type not in families:
-        raise EdgeCompressError(
-            f"{where} is not a LLaVA-1.5 or LLaVA-NeXT checkpoint (model_type is {model_type!r})",
-            hint="See `edgecompress list models` for what is supported.",
-        )
-    return families[model_type]
-
-
 def _check_model_type(folder: Path, expected: str | None = None) -> str:
     try:
         model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise EdgeCompressError(f"{folder}/config.json is not a valid config ({err})") from None
-    return family_of_model_type(model_type, str(folder), expected)
+    return family_of_model_type(model_type, str(folder), expected).name
 
 
 def _check_llava_folder(folder: Path, expected: str | None) -> str:
@@ -123,26 +108,19 @@ def _hub_error(hub_id: str, err: Exception, *, random_weights: bool = False) -> 
     )
 
 
-ADAPTERS = {"llava": LlavaAdapter, "llava-next": LlavaNextAdapter}
-
-
 def adapter_class(family: str):
-    return ADAPTERS[family]
+    return get_family(family).adapter_class()
 
 
 def model_classes(family: str):
-    """(config class, model class) of a family."""
-    import transformers
-
-    if family == "llava-next":
-        return transformers.LlavaNextConfig, transformers.LlavaNextForConditionalGeneration
-    return transformers.LlavaConfig, transformers.LlavaForConditionalGeneration
+    """(config class, model class) of a family, from transformers."""
+    return get_family(family).model_classes()
 
 
-def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -> LlavaAdapter:
+def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -> FamilyAdapter:
     model.eval()
     template = recipe.prompt_template if recipe else Recipe.prompt_template
-    family = family_of_model_type(model.config.model_type, source.get("location", "the checkpoint"))
+    family = family_of_model_type(model.config.model_type, source.get("location", "the checkpoint")).name
     return adapter_class(family)(
         config=model.config,
         vision_tower=model.model.vision_tower,
@@ -210,8 +188,8 @@ def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: 
     return config, model.model.vision_tower, model.model.multi_modal_projector, model
 
 
-def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False) -> LlavaAdapter:
-    """Load (or build with ``random_weights``) the LLaVA model a MODEL argument names."""
+def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False) -> FamilyAdapter:
+    """Load (or build with ``random_weights``) the model a MODEL argument names, as its family's adapter."""
     recipe = spec.recipe
     source = {"kind": spec.kind, "location": spec.location, "random_weights": random_weights}
 
@@ -222,7 +200,7 @@ def load_llava(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             config_dict, preprocess = _config_without_weights(spec)
         if not config_dict:
             raise EdgeCompressError(f"recipe {spec.name} carries no architecture config for --random-weights")
-        family = family_of_model_type(config_dict.get("model_type"), spec.name)
+        family = family_of_model_type(config_dict.get("model_type"), spec.name).name
         config, tower, projector, model = build_random(
             config_dict, recipe.seed if recipe else 0, dtype, vision_only=vision_only, family=family
         )
@@ -292,10 +270,10 @@ def _hub_family(hub_id: str) -> str:
         config = AutoConfig.from_pretrained(hub_id, trust_remote_code=False, local_files_only=not hub_reachable())
     except (OSError, ValueError):
         return "llava"  # the load that follows reports what is wrong
-    return family_of_model_type(config.model_type, hub_id)
+    return family_of_model_type(config.model_type, hub_id).name
 
 
-def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> LlavaAdapter:
+def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> FamilyAdapter:
     family = _check_llava_folder(folder, recipe.family if recipe else None)
     try:
         model = _load_pretrained(str(folder), dtype, local=True, family=family)

@@ -12,6 +12,14 @@ import torch
 import torch.nn.functional as F
 
 
+def layer_keys(normed: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor | None, num_heads: int) -> torch.Tensor:
+    """A layer's attention keys per head, in fp32: [B, 1 + N, D] -> [B, H, 1 + N, d]."""
+    x = normed.float()
+    batch, tokens, dim = x.shape
+    k = F.linear(x, k_weight.float(), None if k_bias is None else k_bias.float())
+    return k.view(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+
+
 def cls_attention(
     normed: torch.Tensor,
     q_weight: torch.Tensor,
@@ -30,9 +38,8 @@ def cls_attention(
     batch, tokens, dim = x.shape
     head_dim = dim // num_heads
     q = F.linear(x[:, :1], q_weight.float(), None if q_bias is None else q_bias.float())
-    k = F.linear(x, k_weight.float(), None if k_bias is None else k_bias.float())
     q = q.view(batch, 1, num_heads, head_dim).transpose(1, 2)  # [B, H, 1, d]
-    k = k.view(batch, tokens, num_heads, head_dim).transpose(1, 2)  # [B, H, S, d]
+    k = layer_keys(x, k_weight, k_bias, num_heads)  # [B, H, S, d]
     logits = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5)  # [B, H, 1, S]
     probs = torch.softmax(logits, dim=-1)
     return probs[:, :, 0, 1:]

@@ -6,32 +6,21 @@ LLaVA-NeXT encodes a base image plus a grid of G = grid_h x grid_w tiles, N toke
 attention concentrates. The per-tile counts depend on the image, so as published the selection
 is not shape-static; :func:`quota_select` lowers it to one constant-K selection.
 
-Two allocation modes:
+The allocation exported here (``grid``) counts the base image's top floor(N (1 - alpha))
+layer-0 tokens in the true 2D region each tile covers, and shares the tiles' budget by
+largest-remainder rounding (with a cap per tile, the excess passed on), so the shares sum
+exactly to ``sub_total``: the kept-token count is the same for every image.
 
-- ``reference``: the authors' code exactly: the top floor(N (1 - alpha)) base tokens by layer-0
-  score are counted in *row bands* (the N-token raster reshaped to (grid_h, grid_w, -1)), and each
-  tile's share ``int(ratio * sub_total)`` is truncated, so the shares can sum to less than the
-  budget.
-- ``grid`` (default): counts in the true 2D region of the base image each tile covers, and
-  largest-remainder rounding (with a cap of N per tile, the excess passed on) so the shares sum
-  exactly to ``sub_total``: the kept-token count is the same for every image.
+The authors' own allocation (row bands of the raster, shares truncated, a per-image budget; so
+the kept count varies and it is not exportable) is reproduced, for comparison only, in
+``tests/authors_hired.py``.
 """
 
 from __future__ import annotations
 
-import math
 import torch
 
-from edgecompress.budget import PartitionBudget
-
 from edgecompress.lowering.primitives import constant_topk, descending_rank, raster_order
-
-
-def partition_budget(num_tiles: int, n: int, rate: float, alpha: float) -> PartitionBudget:
-    """METHODS.md: total = floor(P N rate), base_k = min(floor(total alpha), N), sub_total = min(total - base_k, G N)."""
-    total = math.floor((num_tiles + 1) * n * rate)
-    base_k = min(math.floor(total * alpha), n)
-    return PartitionBudget(total, base_k, min(total - base_k, num_tiles * n))
 
 
 def spatial_mask(base_layer0: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
@@ -49,14 +38,6 @@ def region_matrix(grid: tuple[int, int], side: int) -> torch.Tensor:
         for c in range(grid_w):
             matrix[r * grid_w + c, rows[r] : rows[r + 1], cols[c] : cols[c + 1]] = 1.0
     return matrix.reshape(grid_h * grid_w, side * side)
-
-
-def region_counts(spatial: torch.Tensor, grid: tuple[int, int], side: int, mode: str) -> torch.Tensor:
-    """How many of the spatial tokens fall in each tile's region of the base image, [G] (row-major tiles)."""
-    grid_h, grid_w = grid
-    if mode == "reference":  # contiguous row bands of the raster, as the authors reshape it
-        return spatial.reshape(grid_h, grid_w, -1).sum(-1).reshape(-1)
-    return torch.matmul(region_matrix(grid, side), spatial)
 
 
 _FRACTION_STEPS = 1 << 20  # remainders compared at 2^-20 resolution, then by index: no ties
@@ -101,19 +82,6 @@ def largest_remainder(weights: torch.Tensor, total: int, cap: int | torch.Tensor
         quotas = torch.where(over, cap, torch.where(any_over, quotas, proposal))
         open_ = open_ & ~over
     return quotas
-
-
-def tile_quotas(base_layer0: torch.Tensor, grid: tuple[int, int], n: int, alpha: float, sub_total: int,
-                mode: str = "grid") -> torch.Tensor:
-    """Tokens each tile keeps, [G] int64 (row-major tiles). ``grid`` mode is tensor-only (exportable)."""
-    if mode not in ("grid", "reference"):
-        raise ValueError(f"allocation mode must be 'grid' or 'reference', not {mode!r}")
-    spatial = spatial_mask(base_layer0.float(), n, alpha)
-    counts = region_counts(spatial, grid, math.isqrt(n), mode)
-    if mode == "reference":
-        ratio = counts / counts.sum()
-        return (ratio * sub_total).int().long().clamp(max=n)
-    return largest_remainder(counts, sub_total, n)
 
 
 def quota_select(scores: torch.Tensor, quotas: torch.Tensor, k: int) -> torch.Tensor:

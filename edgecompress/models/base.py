@@ -1,0 +1,181 @@
+"""What every family adapter shares: the loaded parts, the language model's facts, the tokenizer
+and chat template the runtime needs, and the decoder graph (one graph for prefill and decode,
+the KV cache as flat inputs and outputs).
+
+A family adapter (``edgecompress/models/<family>.py``, registered in
+:mod:`edgecompress.families`) subclasses :class:`FamilyAdapter` and adds its vision side:
+:meth:`FamilyAdapter.plan_vision` returns the module the vision graph is exported from, its
+example inputs, the graph's declared inputs and outputs and K. The compiler asks the adapter
+for both plans and never branches on the family.
+
+(Imports torch and transformers: import this module only where they are needed.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.graph.spec import DecoderPlan, VisionPlan, decoder_spec, torch_dtype
+
+
+@dataclass
+class FamilyAdapter:
+    """The parts of a loaded (or seeded random) vision-language model the compiler needs."""
+
+    config: Any  # the transformers config of the whole model
+    vision_tower: Any
+    projector: Any
+    preprocess: dict[str, Any]
+    prompt_template: str
+    source: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the full *ForConditionalGeneration (None when built vision-only)
+    checkpoint_dir: Path | None = None
+    text_source: str | None = None  # folder or hub id holding the tokenizer and processor
+
+    family = "?"  # the name in edgecompress.families.FAMILIES
+
+    # -- the vision side: each family's own ----------------------------------------------
+    def plan_vision(self, method, budget: str, precision: str) -> VisionPlan:
+        raise NotImplementedError
+
+    def write_assets(self, plan: VisionPlan, staging: Path, precision: str) -> None:
+        """Files the runtime needs beside the graphs for this family's packing (none by default)."""
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- the language model: shared --------------------------------------------------------
+    @property
+    def image_token_id(self) -> int:
+        return int(self.config.image_token_id)
+
+    @property
+    def projected_dim(self) -> int:
+        return int(self.config.text_config.hidden_size)
+
+    def language_model_facts(self) -> dict[str, Any]:
+        tc = self.config.text_config
+        heads = tc.num_attention_heads
+        return {
+            "num_layers": tc.num_hidden_layers,
+            "num_heads": heads,
+            "num_kv_heads": getattr(tc, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(tc, "head_dim", None) or tc.hidden_size // heads,
+            "hidden_size": tc.hidden_size,
+            "vocab_size": tc.vocab_size,
+            "max_position_embeddings": tc.max_position_embeddings,
+        }
+
+    def plan_decoder(self, precision: str) -> DecoderPlan:
+        """The decoder graph's module, example inputs, declared IO and torch.export dynamic shapes."""
+        from torch.export import Dim
+
+        lm = self.language_model_facts()
+        dtype = torch_dtype(precision)
+        embeds = torch.randn(1, DECODER_EXAMPLE_SEQUENCE, lm["hidden_size"], dtype=dtype)
+        positions = torch.arange(DECODER_EXAMPLE_PAST, DECODER_EXAMPLE_PAST + DECODER_EXAMPLE_SEQUENCE)[None]
+        kv = (1, lm["num_kv_heads"], DECODER_EXAMPLE_PAST, lm["head_dim"])
+        past = [torch.randn(kv, dtype=dtype) for _ in range(2 * lm["num_layers"])]
+        limit = lm["max_position_embeddings"]
+        sequence, past_axis = Dim("sequence", min=1, max=limit), Dim("past", min=0, max=limit)
+        shapes = {
+            "inputs_embeds": {1: sequence},
+            "position_ids": {1: sequence},
+            "past": tuple({2: past_axis} for _ in range(2 * lm["num_layers"])),
+        }
+        spec = decoder_spec(lm["num_layers"], lm["num_kv_heads"], lm["head_dim"], lm["hidden_size"],
+                            lm["vocab_size"], precision)
+        return DecoderPlan(self.decoder(), (embeds, positions, *past), spec, shapes, lm)
+
+    def decoder(self) -> nn.Module:
+        """The PyTorch module the decoder graph is exported from.
+
+        It traces the eager attention path, not sdpa: torch exports sdpa as masked MatMul-Softmax
+        plus IsNaN/Where guards over every [heads, S, S] score tensor, which slowed ONNX Runtime's
+        prefill by a quarter to a third on tiny-llava; the eager path computes the same values (to
+        fp32 round-off) without the guards.
+        """
+        if self.model is None:
+            raise EdgeCompressError("this model was built without its language model (vision only)")
+        self.model.model.language_model.config._attn_implementation = "eager"
+        return Decoder(self).eval()
+
+    def eos_token_ids(self) -> list[int]:
+        eos = None
+        if self.model is not None and getattr(self.model, "generation_config", None) is not None:
+            eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = getattr(self.config.text_config, "eos_token_id", None)
+        return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+
+    def save_tokenizer(self, folder: Path) -> str | None:
+        """Write the fast tokenizer as tokenizer.json (what the torch-free runtime reads)."""
+        if self.text_source is None:
+            return None
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.text_source)
+        if not getattr(tokenizer, "is_fast", False):
+            raise EdgeCompressError(f"{self.text_source} has no fast tokenizer (tokenizer.json) for the runtime")
+        tokenizer.backend_tokenizer.save(str(Path(folder) / "tokenizer.json"))
+        return "tokenizer.json"
+
+    def chat_prompt_template(self) -> str:
+        """The checkpoint's chat template rendered for one user turn, with {prompt} for the text.
+
+        Rendering it here (with transformers) means the runtime needs no Jinja: it substitutes
+        the user's text into this string. Falls back to the recipe's template.
+        """
+        sentinel = "EDGECOMPRESS_PROMPT_SENTINEL"
+        if self.text_source is not None:
+            from transformers import AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(self.text_source)
+                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
+                text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except (OSError, ValueError, TypeError):
+                text = None
+            if text and text.count(sentinel) == 1:
+                return text.replace(sentinel, "{prompt}")
+        return self.prompt_template
+
+
+DECODER_EXAMPLE_SEQUENCE, DECODER_EXAMPLE_PAST = 4, 3  # > 1, so torch.export keeps both axes symbolic
+
+
+class Decoder(nn.Module):
+    """(inputs_embeds, position_ids, *past) -> (last-token logits fp32, *present).
+
+    The cache travels as flat tensors (past.{i}.key/value) so the graph has plain inputs
+    and outputs; inside, a transformers DynamicCache is rebuilt from them.
+    """
+
+    def __init__(self, adapter: FamilyAdapter):
+        super().__init__()
+        self.language_model = adapter.model.model.language_model
+        self.lm_head = adapter.model.lm_head
+        self.config = adapter.config.text_config
+        self.num_layers = adapter.config.text_config.num_hidden_layers
+
+    def forward(self, inputs_embeds, position_ids, *past):
+        cache = DynamicCache(config=self.config)
+        for i in range(self.num_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
+        )
+        # select (a Gather), not a [:, -1:] slice: the output is then [1, 1, vocab] for any
+        # sequence length, a static binding TensorRT can see as such.
+        logits = self.lm_head(out.last_hidden_state.select(1, -1)).float().unsqueeze(1)
+        present = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (logits, *present)
