@@ -4,9 +4,12 @@
     python benchmarks/sweep.py --budgets 10%,20% --methods hired,random --out out/sweep-small
 
 For each method and budget it exports a bundle (fp32), runs `edgecompress validate` on the test
-split (the bundle in ONNX Runtime, the pruned and unpruned model in PyTorch), and prints a
-Markdown table; it writes the table, a JSON of every summary and a PNG plot of accuracy against
-budget (drawn with PIL) into --out. `none` is the unpruned model (100%).
+split (the bundle in ONNX Runtime, the pruned and unpruned model in PyTorch; the unpruned
+answers are computed once and shared by every bundle), times the bundle's vision graph in ONNX
+Runtime on the CPU (median of --runs on one test image, in the same run as every other row, so
+the column compares methods on one machine), and prints a Markdown table; it writes the table,
+a JSON of every summary and a PNG plot of accuracy against budget (drawn with PIL) into --out.
+`none` is the unpruned model (100%).
 """
 
 from __future__ import annotations
@@ -18,7 +21,32 @@ import tempfile
 import time
 from pathlib import Path
 
-COLOURS = {"none": (90, 90, 90), "hired": (214, 39, 40), "random": (31, 119, 180), "pool": (44, 160, 44)}
+COLOURS = {"none": (90, 90, 90), "hired": (214, 39, 40), "random": (31, 119, 180), "pool": (44, 160, 44),
+           "vtc-cls": (255, 127, 14), "visionzip": (148, 103, 189), "divprune": (140, 86, 75), "dart": (227, 119, 194)}
+
+
+def vision_ms(bundle: Path, image: Path, runs: int) -> float:
+    """Median time of the bundle's vision graph (ONNX Runtime, CPU) on one preprocessed image."""
+    import statistics
+    import time as clock
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgecompress_runtime import read_manifest
+    from edgecompress_runtime.preprocess import preprocess
+
+    manifest = read_manifest(bundle)
+    pixels = preprocess(image, manifest.preprocess).astype(np.float32)
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: pixels})  # warm-up
+    times = []
+    for _ in range(runs):
+        start = clock.perf_counter()
+        session.run(None, {name: pixels})
+        times.append(1000 * (clock.perf_counter() - start))
+    return statistics.median(times)
 
 
 def plot(results: dict[str, dict[float, float]], path: Path, title: str) -> None:
@@ -85,13 +113,13 @@ def report(summaries: list[dict], out: Path, model: str, test: Path) -> None:
              + (f"; without the image (the train split's most frequent answer to each question) {prior:.1%}"
                 if prior is not None else ""), "",
              "| method | budget | K | accuracy | retained (of unpruned) | " + " | ".join(summaries[0]["by_type"]) +
-             " | bundle = PyTorch pruned |",
-             "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|"]
+             " | bundle = PyTorch pruned | vision ms (ORT CPU) |",
+             "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|---|"]
     for s in summaries:
         by_type = " | ".join(f"{entry['bundle']:.0%}" for entry in s["by_type"].values())
         retained = f"{s['accuracy'] / unpruned:.1%}" if unpruned else "-"
         lines.append(f"| {s['method']} | {s['budget']} | {s['k']} | {s['accuracy']:.1%} | "
-                     f"{retained} | {by_type} | {s['agreement']['bundle_vs_pytorch_pruned']:.0%} |")
+                     f"{retained} | {by_type} | {s['agreement']['bundle_vs_pytorch_pruned']:.0%} | {s['vision_ms']:.2f} |")
     table = "\n".join(lines)
     (out / "sweep.md").write_text(table + "\n")
     print("\n" + table)
@@ -109,8 +137,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("out/data-shapes"), help="a shapes data set folder (made if missing)")
     parser.add_argument("--count", type=int, default=1000, help="images when the data set is made (20%% are the test split)")
     parser.add_argument("--seed", type=int, default=1, help="data set seed when it is made")
-    parser.add_argument("--budgets", default="5%,10%,20%,30%,50%,100%")
-    parser.add_argument("--methods", default="hired,random,pool")
+    parser.add_argument("--budgets", default="5%,10%,20%,30%,50%",
+                        help="100%% is the unpruned row (`none`), measured once")
+    parser.add_argument("--methods", default="hired,vtc-cls,visionzip,divprune,dart,random,pool")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs of each vision graph")
     parser.add_argument("--out", type=Path, default=Path("out/sweep"))
     args = parser.parse_args()
 
@@ -129,16 +159,18 @@ def main() -> int:
     budgets = args.budgets.split(",")
     runs = [("none", "100%")] + [(m, b) for m in args.methods.split(",") for b in budgets]
     summaries = []
+    unpruned: dict = {}  # the unpruned model's answers, shared by every bundle (same checkpoint, fp32)
+    first_image = test.parent / json.loads(test.read_text().splitlines()[0])["image"]
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for method, budget in runs:
             bundle = export_bundle(args.model, method=method, budget=None if method == "none" else budget,
                                    precision="fp32", out=Path(tmp) / f"{method}-{budget.rstrip('%')}")
-            summary, _ = validate_bundle(bundle, test)
-            summary.update(method=method, budget=budget)
+            summary, _ = validate_bundle(bundle, test, unpruned_cache=unpruned)
+            summary.update(method=method, budget=budget, vision_ms=vision_ms(bundle, first_image, args.runs))
             summaries.append(summary)
-            print(f"{method:7} {budget:>5}  K={summary['k']:4d}  bundle {summary['accuracy']:.1%}  "
-                  f"({time.time() - start:.0f}s)", flush=True)
+            print(f"{method:9} {budget:>5}  K={summary['k']:4d}  bundle {summary['accuracy']:.1%}  "
+                  f"vision {summary['vision_ms']:.2f} ms  ({time.time() - start:.0f}s)", flush=True)
     (args.out / "sweep.json").write_text(json.dumps(summaries, indent=1))
     report(summaries, args.out, args.model, test)
     return 0

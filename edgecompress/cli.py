@@ -349,8 +349,10 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
         for col in ("method", "stage", "needs", "what it keeps", "paper"):
             table.add_column(col)
         for m in methods().values():
-            stage = f"{m.stage}, after the projector" if m.after_projector else f"{m.stage}, before the projector"
+            stage = ("inside the vision tower" if m.stage == "tower"
+                     else f"{m.stage}, {'after' if m.after_projector else 'before'} the projector")
             table.add_row(m.name, stage, ", ".join(m.needs), m.summary, m.paper)
+        table.caption = "A tower method combines with a vision method: --method tome+hired (tome+visionzip, ...)"
     out_console.print(table)
 
 

@@ -106,15 +106,21 @@ class TorchPipelines:
         # transformers itself.
         self.vision = None if manifest.packs_newlines else self.adapter.plan_vision(method, manifest.budget_spec, manifest.precision).module
 
-    def answer(self, image, question: str, max_new_tokens: int):
+    def answer(self, image, question: str, max_new_tokens: int, unpruned_cache: dict | None = None):
         """(pruned answer, unpruned answer, the pruned pipeline's ReferenceOutput or None when the
-        bundle is unpruned and packed as transformers packs it)."""
+        bundle is unpruned and packed as transformers packs it). ``unpruned_cache`` keeps the
+        unpruned model's outputs across bundles of the same checkpoint (a sweep)."""
         from edgecompress.reference import pruned_generate, transformers_generate
         from edgecompress_runtime.preprocess import load_image
 
-        image = load_image(image)  # as the runtime opens it: EXIF orientation applied
+        original, image = image, load_image(image)  # as the runtime opens it: EXIF orientation applied
         decode = self.processor.tokenizer.decode
-        full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
+        key = (str(original), question, max_new_tokens) if isinstance(original, (str, Path)) else None
+        full = None if unpruned_cache is None or key is None else unpruned_cache.get(key)
+        if full is None:
+            full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
+            if unpruned_cache is not None and key is not None:
+                unpruned_cache[key] = full
         pruned = None if self.vision is None else pruned_generate(
             self.adapter.model, self.processor, self.vision, image, question, max_new_tokens
         )
@@ -183,13 +189,14 @@ def _new_report_name(reports: Path) -> tuple[str, Path]:
     return candidate, reports / f"validate-{candidate}.jsonl"
 
 
-def _validate_one(sample: Sample, pipe, torch_pipes: TorchPipelines, max_new_tokens: int, precision: str) -> dict[str, Any]:
+def _validate_one(sample: Sample, pipe, torch_pipes: TorchPipelines, max_new_tokens: int, precision: str,
+                  unpruned_cache: dict | None = None) -> dict[str, Any]:
     """One question through the three pipelines: answers, correctness, and whether the bundle
     kept the tokens the pruned PyTorch pipeline kept (under the tie-band rule)."""
     from edgecompress.parity import compare_selections
 
     generation = pipe.generate_full(sample.image, sample.question, max_new_tokens=max_new_tokens)
-    pruned, unpruned, reference = torch_pipes.answer(sample.image, sample.question, max_new_tokens)
+    pruned, unpruned, reference = torch_pipes.answer(sample.image, sample.question, max_new_tokens, unpruned_cache)
     answers = {"bundle": normalise(generation.text), "pytorch_pruned": normalise(pruned), "pytorch_unpruned": normalise(unpruned)}
     expected = normalise(sample.answer)
     selection = None
@@ -212,8 +219,12 @@ def validate_bundle(
     limit: int | None = None,
     max_new_tokens: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
+    unpruned_cache: dict | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Run the three pipelines on the data set; returns the summary and the report's path."""
+    """Run the three pipelines on the data set; returns the summary and the report's path.
+
+    ``unpruned_cache``: a dict shared across calls on bundles of the same checkpoint (as
+    ``benchmarks/sweep.py`` does), so the unpruned model answers each question once."""
     from edgecompress_runtime import Pipeline
 
     bundle = Path(bundle)
@@ -237,7 +248,7 @@ def validate_bundle(
     try:
         with rows_file as out:
             for index, sample in enumerate(samples):
-                row = _validate_one(sample, pipe, torch_pipes, max_new_tokens, manifest.precision)
+                row = _validate_one(sample, pipe, torch_pipes, max_new_tokens, manifest.precision, unpruned_cache)
                 rows.append(row)
                 out.write(json.dumps(row) + "\n")
                 out.flush()

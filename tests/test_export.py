@@ -73,7 +73,7 @@ def test_fp16_onnxruntime_matches_pytorch(exported, tiny_fp16, pixels, image, bu
     module = pruned_vision(tiny_fp16, get_method("hired"), k)
     with torch.no_grad():
         ref_embeds, ref_kept = module(pixels[image])
-        _, attns, _ = module.encode(pixels[image])
+        _, attns, _, _ = module.encode(pixels[image])
         attn = attns[len(module.layers) - 1]
     score = hired_scores(attn)[0].numpy()
     assert embeds.dtype == np.float16

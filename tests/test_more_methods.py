@@ -247,7 +247,7 @@ def test_bundles_generate_what_the_pytorch_pipeline_generates(method_bundles, ti
 
 
 @pytest.mark.skipif(not HAVE_RTX, reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHODS + ("tome",))
 def test_tensorrt_rtx_builds_each_methods_vision_engine(tmp_path, tiny_checkpoint, method):
     from edgecompress.engine.builder import build_engines
     from edgecompress.engine.profiles import load_profile
@@ -260,3 +260,108 @@ def test_tensorrt_rtx_builds_each_methods_vision_engine(tmp_path, tiny_checkpoin
     assert (bundle / entry["file"]).stat().st_size > 100_000
     assert [b["name"] for b in entry["bindings"]] == ["pixel_values", "image_embeds", "kept_indices"]
     assert entry["bindings"][1]["shape"] == [1, K, 64]
+
+
+# -- ToMe: merging inside the tower -------------------------------------------------------------
+
+
+def authors_tome(tiny, pixel_values, merges):
+    """facebookresearch/ToMe on transformers' CLIP layers, written plainly: in every layer, attention
+    with log(size) added to the logits, then bipartite soft matching on the head-mean keys (even
+    tokens A, odd tokens B, CLS protected; argsort of each A token's best match, the first r merge,
+    the unmerged re-sorted), a size-weighted merge by scatter-add, then the MLP. Returns the
+    features after the feature layer (CLS dropped) and each token's source patch."""
+    tower = tiny.vision_tower
+    with torch.no_grad():
+        x = tower.pre_layrnorm(tower.embeddings(pixel_values))
+        size = torch.ones(1, x.shape[1], 1)
+        source = torch.arange(x.shape[1])[None, :, None]
+        for layer, r in zip(tower.encoder.layers, merges):
+            normed = layer.layer_norm1(x)
+            mask = size.log()[:, None, None, :, 0].expand(-1, -1, x.shape[1], -1)
+            x = x + layer.self_attn(normed, attention_mask=mask)[0]
+            heads = tiny.vision_config.num_attention_heads
+            k = layer.self_attn.k_proj(normed).view(1, x.shape[1], heads, -1).transpose(1, 2)
+            metric = k.mean(1)
+            metric = metric / metric.norm(dim=-1, keepdim=True)
+            a, b = metric[..., ::2, :], metric[..., 1::2, :]
+            scores = a @ b.transpose(-1, -2)
+            scores[..., 0, :] = -float("inf")
+            node_max, node_idx = scores.max(dim=-1)
+            edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+            unm_idx, src_idx = edge_idx[..., r:, :].sort(dim=1)[0], edge_idx[..., :r, :]
+            dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+
+            def merge(t, mode="sum"):
+                src, dst = t[..., ::2, :], t[..., 1::2, :]
+                n, t1, c = src.shape
+                unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
+                src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
+                return torch.cat([unm, dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src, reduce=mode)], dim=1)
+
+            x = merge(x * size) / merge(size)
+            size = merge(size)
+            source = torch.cat([source[:, ::2].gather(1, unm_idx), source[:, 1::2]], 1)
+            x = x + layer.mlp(layer.layer_norm2(x))
+    return x[0, 1:], (source[0, 1:, 0] - 1).tolist()
+
+
+def test_tome_is_the_authors_bipartite_merging(tiny_fp32, pixels):
+    """On the noise image (no flat regions, so no near-tie decides a merge): the same tokens
+    survive, in the same order, with features within fp32 round-off."""
+    module, _, kept, inputs = module_inputs(tiny_fp32, "tome", pixels["noise"])
+    assert module.merges == [173, 173, 115] and len(kept) == K
+    features, sources = authors_tome(tiny_fp32, pixels["noise"], module.merges)
+    assert kept == sources
+    torch.testing.assert_close(inputs.features[0], features, atol=1e-4, rtol=0)
+
+
+def test_tome_refuses_a_budget_its_layers_cannot_reach(tiny_fp32):
+    from edgecompress.errors import EdgeCompressError
+
+    with pytest.raises(EdgeCompressError, match="ToMe can merge 576 patches down to 72 at the least in 3 layers"):
+        pruned_vision(tiny_fp32, get_method("tome"), 57)
+
+
+def test_tome_exports_and_onnxruntime_merges_as_pytorch(tmp_path, tiny_checkpoint, tiny_fp32, pixels, processor, images):
+    bundle = export_bundle("tiny-llava-random", method="tome", budget="20%", precision="fp32", out=tmp_path / "tome")
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    embeds, kept = session.run(None, {"pixel_values": pixels["noise"].numpy()})
+    _, ref_embeds, ref_kept, _ = module_inputs(tiny_fp32, "tome", pixels["noise"])
+    assert kept[0].tolist() == ref_kept
+    np.testing.assert_allclose(embeds[0], ref_embeds.numpy(), atol=1e-4, rtol=0)
+    # end to end: the bundle generates what the PyTorch pipeline generates from the merged tokens
+    module = pruned_vision(tiny_fp32, get_method("tome"), K)
+    reference = pruned_generate(tiny_fp32.model, processor, module, images["noise"], "What is it?", 8)
+    result = Pipeline.load(bundle).generate_full(images["noise"], "What is it?", max_new_tokens=8)
+    assert result.token_ids == reference.token_ids
+
+
+def test_tome_then_hired_keeps_k_of_the_merged_tokens(tmp_path, tiny_checkpoint, tiny_fp32, pixels):
+    """`--method tome+hired`: ToMe merges 576 patches to M = ceil((576 + 115) / 2) = 346 inside the
+    tower, then HiRED keeps the 115 of them with the most CLS attention; the bundle in ONNX
+    Runtime keeps the same tokens (noise image: no near-ties), and each kept index is a patch that
+    survived the merge."""
+    method = get_method("tome+hired")
+    module, embeds, kept, inputs = module_inputs(tiny_fp32, "tome+hired", pixels["noise"])
+    assert sum(module.merges) == 576 - 346 and len(kept) == K
+    survivors = inputs.sources[0].tolist()
+    top = torch.topk(inputs.cls_attention[0].sum(0), K).indices.sort().values
+    assert kept == [survivors[int(i)] for i in top]
+    bundle = export_bundle("tiny-llava-random", method=method.name, budget="20%", precision="fp32", out=tmp_path / "b")
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    out_embeds, out_kept = session.run(None, {"pixel_values": pixels["noise"].numpy()})
+    assert out_kept[0].tolist() == kept
+    np.testing.assert_allclose(out_embeds[0], embeds.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("hired+tome", "cannot combine 'hired' and 'tome'"),
+    ("tome+pool", "'pool' cannot follow 'tome'"),
+    ("tome+vtc-cls", "'vtc-cls' cannot follow 'tome'"),
+])
+def test_combinations_that_make_no_sense_are_refused(name, message):
+    from edgecompress.errors import EdgeCompressError
+
+    with pytest.raises(EdgeCompressError, match=message):
+        get_method(name)

@@ -29,12 +29,12 @@ def quiet(line: str) -> None:
     pass
 
 
-def export_and_validate(model: str, data: Path, bundle: Path) -> dict:
-    """`edgecompress export MODEL --budget 20%` (49 patches: K = 9), then `validate`; the summary."""
+def export_and_validate(model: str, data: Path, bundle: Path, n: int = 144, k: int = 28) -> dict:
+    """`edgecompress export MODEL --budget 20%` (144 patches: K = 28), then `validate`; the summary."""
     result = run_cli("export", model, "--budget", "20%", "--out", str(bundle))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert (manifest["n"], manifest["k"]) == (49, 9)
+    assert (manifest["n"], manifest["k"]) == (n, k)
     result = run_cli("validate", str(bundle), "--dataset", str(data))
     assert result.returncode == 0, result.stderr
     (report,) = (bundle / "reports").glob("validate-*.json")
@@ -135,7 +135,7 @@ def test_the_pointer_names_the_object_a_question_is_about(training):
 
 def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
     """What the script writes loads with from_pretrained (fp16 safetensors, tokenizer, CLIP
-    processor, chat template), exports at 20% (49 patches: K = 9) and runs through `validate`,
+    processor, chat template), exports at 20% (144 patches: K = 28) and runs through `validate`,
     with the bundle's answers equal to the PyTorch pruned pipeline's."""
     from safetensors import safe_open
 

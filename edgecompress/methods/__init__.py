@@ -32,7 +32,7 @@ from edgecompress.errors import EdgeCompressError
 if TYPE_CHECKING:
     import torch
 
-STAGES = ("vision",)  # "decoder" (FastV, DART inside the language model) is not lowered yet
+STAGES = ("vision", "tower")  # "decoder" (FastV, DART inside the language model) is not lowered yet
 NEEDS = ("cls_attention", "layer_attention", "keys", "features")
 ENTRY_POINT_GROUP = "edgecompress.methods"
 
@@ -58,6 +58,7 @@ class VisionInputs(NamedTuple):
     constants: dict[str, "torch.Tensor"]
     layer_attention: "dict[int, torch.Tensor] | None" = None
     keys: "torch.Tensor | None" = None
+    sources: "torch.Tensor | None" = None  # [B,N'] the patch each token stands for, after a tower-stage merge
 
 
 def _same_k(k: int, side: int) -> int:
@@ -97,6 +98,10 @@ class Method:
     # these inputs, resolving near-ties (within ``band``, relative) either way: for methods whose
     # choice is not one ranking by ``score`` (greedy, merging). (inputs of one image, kept, band) -> bool
     accepts: Callable[[VisionInputs, list[int], float], bool] | None = None
+    # A ``tower`` method changes the encoder itself: ``merge_schedule(N, K, layers)`` -> tokens to
+    # merge in each layer up to the feature layer, ``merge(x, size, sources, metric, r)`` one step.
+    merge_schedule: Callable[[int, int, int], list[int]] | None = None
+    merge: Callable[..., Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,6 +112,8 @@ class Method:
             raise EdgeCompressError(f"method {self.name!r} needs {', '.join(sorted(unknown))}, which no model adapter provides",
                                     hint=f"A method may need: {', '.join(NEEDS)}.")
 
+        if (self.stage == "tower") != (self.merge is not None and self.merge_schedule is not None):
+            raise EdgeCompressError(f"method {self.name!r}: a tower-stage method gives merge_schedule and merge")
         if ("layer_attention" in self.needs) != (self.attention_layers is not _no_layers):
             raise EdgeCompressError(f"method {self.name!r}: `layer_attention` in needs and `attention_layers` go together")
 
@@ -168,8 +175,54 @@ def methods() -> dict[str, Method]:
 
 
 def get_method(name: str) -> Method:
+    """A registered method, or ``TOWER+METHOD`` (e.g. ``tome+hired``): a tower-stage method that
+    merges inside the encoder, then a vision-stage method that selects among the merged tokens."""
     _load()
+    if "+" in name:
+        first, _, second = name.partition("+")
+        return combine(get_method(first), get_method(second))
     try:
         return _REGISTRY[name]
     except KeyError:
         raise EdgeCompressError(f"unknown selection method {name!r}", hint=f"Available methods: {', '.join(_REGISTRY)}.") from None
+
+
+def combine(tower: Method, selector: Method) -> Method:
+    """``tower`` (a merging method) down to M = max(K, ceil((N + K) / 2)) tokens inside the
+    encoder (in the layers before the feature layer, whose attention the selector may read), then
+    ``selector`` keeps K of the M; kept indices name each token's surviving patch."""
+    if tower.stage != "tower" or selector.stage != "vision":
+        raise EdgeCompressError(f"cannot combine {tower.name!r} and {selector.name!r}",
+                                hint="Combine a tower method with a vision method, in that order: e.g. tome+hired.")
+    if selector.keeps_all or selector.output_k is not _same_k or "layer_attention" in selector.needs:
+        raise EdgeCompressError(f"{selector.name!r} cannot follow {tower.name!r}",
+                                hint="It needs the patch grid or several layers' attention, which merging changes; "
+                                     "use hired, visionzip, divprune, dart or random.")
+
+    def merged(n: int, k: int) -> int:
+        return max(k, -(-(n + k) // 2))
+
+    def schedule(n: int, k: int, layers: int) -> list[int]:
+        # not in the feature layer: the selector reads that layer's attention over the merged tokens
+        return tower.merge_schedule(n, merged(n, k), layers - 1) + [0]
+
+    def select(inputs: VisionInputs, k: int):
+        import torch
+
+        kept, positions = selector.select(inputs, k)
+        return kept, torch.gather(inputs.sources, 1, positions)
+
+    return Method(
+        name=f"{tower.name}+{selector.name}",
+        summary=f"{tower.name} merges to halfway between N and K inside the tower, then {selector.name} keeps K",
+        paper=f"{tower.paper}; {selector.paper}",
+        select=select,
+        stage="tower",
+        needs=selector.needs,
+        constants=lambda n, side, k: selector.constants(merged(n, k), side, k),
+        details=selector.details,
+        after_projector=selector.after_projector,
+        token_order=f"{selector.name}'s order over the merged tokens (kept_indices: each token's surviving patch)",
+        merge_schedule=schedule,
+        merge=tower.merge,
+    )

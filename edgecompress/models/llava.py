@@ -151,15 +151,22 @@ class LlavaPrunedVision(nn.Module):
         self.num_patches = adapter.num_patches
         self.num_heads = adapter.vision_config.num_attention_heads
         self.dtype = next(tower.parameters()).dtype
+        # A tower-stage method (ToMe) merges tokens inside these layers: how many in each.
+        self.merges = (method.merge_schedule(adapter.num_patches, k, len(self.layers)) if method.stage == "tower"
+                       else [0] * len(self.layers))
 
     def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None, keys: bool = False):
         """Patch features of the feature layer [B,N,D], the per-head CLS attention [B,H,N] (fp32)
         of each layer in ``attention_layers`` (by default the layers the method reads) as
-        {layer: attention}, and with ``keys`` the feature layer's keys [B,H,1+N,d] (fp32)."""
+        {layer: attention}, with ``keys`` the feature layer's keys [B,H,1+N,d] (fp32), and the
+        patch each feature stands for [B,N] (0..N-1 in order, unless a tower method merged)."""
         last = len(self.layers) - 1
         if attention_layers is None:
             attention_layers = self.method.layers_read(last)
         hidden = self.pre_layrnorm(self.embeddings(pixel_values.to(self.dtype)))
+        batch, tokens = hidden.shape[:2]
+        sources = torch.arange(tokens, dtype=torch.int64)[None].expand(batch, -1)  # 0: CLS, p + 1: patch p
+        size = None
         attns, layer_keys_ = {}, None
         for i, layer in enumerate(self.layers):
             if i in attention_layers or (keys and i == last):
@@ -169,24 +176,45 @@ class LlavaPrunedVision(nn.Module):
                 )
                 if i in attention_layers:
                     attns[i] = cls_attention(
-                        normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads
+                        normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, self.num_heads,
+                        None if size is None else size.log()[..., 0],  # proportional attention after a merge
                     )
                 if keys and i == last:
                     layer_keys_ = layer_keys(normed, a.k_proj.weight, a.k_proj.bias, self.num_heads)
-            hidden = layer(hidden, None)
-        return hidden[:, 1:], attns, layer_keys_
+            if self.method.stage == "tower":
+                hidden, size, sources = self.merging_layer(layer, hidden, size, sources, self.merges[i])
+            else:
+                hidden = layer(hidden, None)
+        return hidden[:, 1:], attns, layer_keys_, sources[:, 1:] - 1
+
+    def merging_layer(self, layer, hidden, size, sources, r: int):
+        """One encoder layer with a tower method's merge between attention and MLP, and
+        proportional attention (log of each token's size added to the attention logits)."""
+        mask = None
+        if size is not None:
+            bias = size.log().transpose(1, 2).unsqueeze(1)  # [B, 1, 1, T]
+            mask = bias.expand(-1, -1, hidden.shape[1], -1)
+        normed = layer.layer_norm1(hidden)
+        hidden = hidden + layer.self_attn(normed, attention_mask=mask)[0]
+        if r:
+            a = layer.self_attn
+            metric = layer_keys(normed, a.k_proj.weight, a.k_proj.bias, self.num_heads).mean(dim=1)  # [B, T, d] fp32
+            if size is None:
+                size = torch.ones(*hidden.shape[:2], 1, dtype=hidden.dtype)
+            hidden, size, sources = self.method.merge(hidden, size, sources, metric, r)
+        return hidden + layer.mlp(layer.layer_norm2(hidden)), size, sources
 
     def method_inputs(self, pixel_values: torch.Tensor) -> VisionInputs:
         """Everything the method declares it needs, for these pixels."""
         needs = self.method.needs
-        features, attns, keys = self.encode(pixel_values, keys="keys" in needs)
+        features, attns, keys, sources = self.encode(pixel_values, keys="keys" in needs)
         if self.method.after_projector:
             features = self.projector(features)
         last = len(self.layers) - 1
         constants = {name: getattr(self, f"method_{name}") for name, _ in self._constants}
         layers = {i: attns[i] for i in self.method.attention_layers(last)} if "layer_attention" in needs else None
         return VisionInputs(features, attns.get(last) if self.method.needs_cls_attention else None, self.side,
-                            constants, layers, keys)
+                            constants, layers, keys, sources)
 
     def selection_scores(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """The per-patch scores the method ranks by [B,N] (fp32), or None for a method that ranks

@@ -234,7 +234,7 @@ class LlavaNextPrunedVision(nn.Module):
 
     def scores(self, pixel_values: torch.Tensor):
         """Patch features [1+T, N, D], feature-layer scores [1+T, N], base layer-0 scores [N]."""
-        features, attns, _ = self.encoder.encode(pixel_values, (0, self.feature_layer))
+        features, attns, _, _ = self.encoder.encode(pixel_values, (0, self.feature_layer))
         return features, self.rank(attns[self.feature_layer]), self.rank(attns[0][:1])[0]
 
     def rank(self, attention: torch.Tensor) -> torch.Tensor:
@@ -252,7 +252,7 @@ class LlavaNextPrunedVision(nn.Module):
                 tile_mask: torch.Tensor | None = None):
         projector = self.encoder.projector
         if self.keeps_all:
-            features, _, _ = self.encoder.encode(pixel_values, ())
+            features, _, _, _ = self.encoder.encode(pixel_values, ())
             flat = features.reshape(1, self.slots_tokens, -1)
             return projector(flat), torch.arange(self.slots_tokens, dtype=torch.int64)[None]
         features, scores, layer0 = self.scores(pixel_values)

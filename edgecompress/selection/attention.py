@@ -27,12 +27,14 @@ def cls_attention(
     k_weight: torch.Tensor,
     k_bias: torch.Tensor | None,
     num_heads: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-head CLS attention over patches, in fp32.
 
     ``normed`` is the layer's attention input (after its pre-attention layer norm),
     [B, 1 + N, D] with the CLS token first. Returns softmax(q_cls k^T / sqrt(d_head)) over
-    all 1 + N keys, columns 1..N (the patches): [B, H, N].
+    all 1 + N keys, columns 1..N (the patches): [B, H, N]. ``bias`` [B, 1 + N] is added to the
+    logits (ToMe's proportional attention: the log of each merged token's size).
     """
     x = normed.float()
     batch, tokens, dim = x.shape
@@ -41,5 +43,7 @@ def cls_attention(
     q = q.view(batch, 1, num_heads, head_dim).transpose(1, 2)  # [B, H, 1, d]
     k = layer_keys(x, k_weight, k_bias, num_heads)  # [B, H, S, d]
     logits = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5)  # [B, H, 1, S]
+    if bias is not None:
+        logits = logits + bias.float()[:, None, None, :]
     probs = torch.softmax(logits, dim=-1)
     return probs[:, :, 0, 1:]
