@@ -29,12 +29,12 @@ def quiet(line: str) -> None:
     pass
 
 
-def export_and_validate(model: str, data: Path, bundle: Path, n: int = 144, k: int = 28) -> dict:
-    """`edgecompress export MODEL --budget 20%` (144 patches: K = 28), then `validate`; the summary."""
+def export_and_validate(model: str, data: Path, bundle: Path) -> dict:
+    """`edgecompress export MODEL --budget 20%` (49 patches: K = 9), then `validate`; the summary."""
     result = run_cli("export", model, "--budget", "20%", "--out", str(bundle))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert (manifest["n"], manifest["k"]) == (n, k)
+    assert (manifest["n"], manifest["k"]) == (49, 9)
     result = run_cli("validate", str(bundle), "--dataset", str(data))
     assert result.returncode == 0, result.stderr
     (report,) = (bundle / "reports").glob("validate-*.json")
@@ -49,6 +49,23 @@ def test_training_is_reproducible_from_the_seed(training, tmp_path):
     weights = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
     assert weights[0] == weights[1] != weights[2]
     assert (a / "tokenizer.json").read_bytes() == (c / "tokenizer.json").read_bytes()
+
+
+def test_token_dropout_subsets_and_runs(training, tmp_path):
+    """Visual-token dropout (--token-dropout): every mode keeps K distinct tokens in raster order,
+    the attention mode the K best by score; a short run with it is reproducible from its seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((64, 49))
+    kept = training.dropout_indices(rng, scores, 9)
+    assert kept.shape == (64, 9)
+    assert all(len(set(row)) == 9 and list(row) == sorted(row) and 0 <= row.min() and row.max() < 49 for row in kept)
+    best = {tuple(np.sort(np.argsort(-s)[:9])) for s in scores}
+    assert any(tuple(row) in best for row in kept)  # some images drew the attention mode
+    runs = [training.train(tmp_path / name, seed=5, vision_steps=2, lm_steps=4, batch=2, held_out=2, token_dropout=True,
+                           log=quiet) for name in ("a", "b")]
+    assert (runs[0] / "model.safetensors").read_bytes() == (runs[1] / "model.safetensors").read_bytes()
 
 
 def test_patch_targets_follow_the_drawn_objects(training):
@@ -135,7 +152,7 @@ def test_the_pointer_names_the_object_a_question_is_about(training):
 
 def test_a_trained_checkpoint_exports_and_validates(training, tmp_path):
     """What the script writes loads with from_pretrained (fp16 safetensors, tokenizer, CLIP
-    processor, chat template), exports at 20% (144 patches: K = 28) and runs through `validate`,
+    processor, chat template), exports at 20% (49 patches: K = 9) and runs through `validate`,
     with the bundle's answers equal to the PyTorch pruned pipeline's."""
     from safetensors import safe_open
 
