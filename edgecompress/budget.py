@@ -123,7 +123,8 @@ class Resolution:
 def resolve_for(spec: str, method: "Method", facts: "Architecture") -> Resolution:
     """The one place a budget becomes K for a method and a model family.
 
-    LLaVA-1.5: K = min(N, floor(N rate)), then the method's own rounding (``output_k``).
+    LLaVA-1.5: K = min(N, floor(N rate)), then the method's own rounding (``output_k``); a
+    tower method (ToMe) must be able to merge down to K in the layers up to the feature layer.
     LLaVA-NeXT: against the largest grid, N = (1 + max_tiles) x 576; the method's
     ``partition_alpha`` splits K into base_k = min(floor(K alpha), N) and sub_total = K - base_k,
     refused where the smallest grid's tiles could not hold sub_total (K must be one number).
@@ -134,7 +135,10 @@ def resolve_for(spec: str, method: "Method", facts: "Architecture") -> Resolutio
         return Resolution(resolve_budget("100%", n * slots), facts.unpruned_image_tokens)
     resolved = resolve_budget(spec, n * slots)
     if slots == 1:
-        return Resolution(resolved, method.output_k(resolved.k, facts.vision.side))
+        k = method.output_k(resolved.k, facts.vision.side)
+        if method.merge_schedule is not None:  # a tower method: refuse a K its layers cannot reach, before loading
+            method.merge_schedule(n, k, facts.used_vision_layers)
+        return Resolution(resolved, k)
     if method.partition_alpha is None:
         raise EdgeCompressError(f"method {method.name!r} has no per-partition budget split for LLaVA-NeXT")
     total = resolved.k

@@ -40,7 +40,7 @@ def schedule(n: int, k: int, layers: int) -> list[int]:
     raise EdgeCompressError(
         f"ToMe can merge {n} patches down to {smallest} at the least in {layers} layers (each layer merges at "
         f"most half of its tokens); K={k} is below that",
-        hint=f"Use a budget of at least {smallest} tokens ({smallest / n:.0%}), or a pruning method.",
+        hint=f"Use a budget of at least {smallest} tokens ({-(-100 * smallest // n)}%), or a pruning method.",
     )
 
 

@@ -123,10 +123,12 @@ class LlavaAdapter(FamilyAdapter):
 class LlavaPrunedVision(nn.Module):
     """pixel values [B,3,S,S] -> (K projected image embeddings [B,K,D], kept patch indices [B,K]).
 
-    Runs the vision tower only up to the feature layer (the layers after it do not
-    change LLaVA's output), scores patches with that layer's CLS attention in fp32,
-    keeps K of them in raster order before the projector (the projector is per token,
-    so pruning first is equivalent and cheaper), then projects.
+    Runs the vision tower only up to the feature layer (the layers after it do not change
+    LLaVA's output), with a tower method's merges inside the layers; computes what the method
+    declares it needs (CLS attention of the layers it names and the feature layer's keys, in
+    fp32; the features, projected first for a method that selects after the projector); lets
+    the method keep K tokens; projects them (selecting before the projector is equivalent, the
+    projector being per token, and cheaper).
     """
 
     def __init__(self, adapter: LlavaAdapter, method: Method, k: int):
