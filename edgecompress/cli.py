@@ -58,14 +58,11 @@ class RichSteps(Steps):
 
 
 def _quiet_libraries() -> None:
+    """transformers' warnings and progress bars off, through the environment it reads when it is
+    imported (importing it here would cost every command, a mistyped option too, three seconds)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _version(value: bool):

@@ -84,14 +84,15 @@ def export_bundle(
     ``vision_only``, the decoder graph (embeddings + KV cache -> logits + KV cache), the
     token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
     """
-    from edgecompress.graph.export import export_onnx
-    from edgecompress.models.loading import load_model
-
     steps = steps or Steps()
     spec = resolve_model(model)
     method, budget, precision = resolve_options(spec, method, budget, precision)
     out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
     check_destination(out, force)
+    # torch, transformers and onnx load only now: a mistyped option is refused in a second
+    from edgecompress.graph.export import export_onnx
+    from edgecompress.models.loading import load_model
+
     dtype = torch_dtype(precision)
     dropped = [f"{name}/" for name in ("reports", "engines") if (out / name).is_dir()]
     if dropped:
