@@ -2,6 +2,7 @@
 
     python benchmarks/sweep.py                       # tiny-llava, out/data-shapes (made if missing)
     python benchmarks/sweep.py --budgets 10%,20% --methods hired,random --out out/sweep-small
+    python benchmarks/sweep.py --methods fastv --add   # one more method's rows in out/sweep's table
 
 For each method and budget it exports a bundle (fp32), runs `edgecompress validate` on the test
 split (the bundle in ONNX Runtime, the pruned and unpruned model in PyTorch; the unpruned
@@ -23,7 +24,7 @@ from pathlib import Path
 
 COLOURS = {"none": (90, 90, 90), "hired": (214, 39, 40), "random": (31, 119, 180), "pool": (44, 160, 44),
            "vtc-cls": (255, 127, 14), "visionzip": (148, 103, 189), "divprune": (140, 86, 75), "dart": (227, 119, 194),
-           "tome": (23, 190, 207), "tome+hired": (188, 189, 34)}
+           "tome": (23, 190, 207), "tome+hired": (188, 189, 34), "fastv": (0, 0, 0)}
 
 
 def vision_ms(bundle: Path, image: Path, runs: int) -> float:
@@ -146,6 +147,9 @@ def main() -> int:
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the vision column of --out's sweep.json, every graph one after the "
                              "other with nothing else running (vision-only exports), and rewrite the table")
+    parser.add_argument("--add", action="store_true",
+                        help="add --methods' rows to --out's sweep.json (rows of the same method and budget "
+                             "replaced, the others kept) and rewrite the table")
     args = parser.parse_args()
 
     from transformers.utils import logging as hf_logging
@@ -176,6 +180,11 @@ def main() -> int:
     budgets = args.budgets.split(",")
     runs = [("none", "100%")] + [(m, b) for m in args.methods.split(",") for b in budgets]
     summaries = []
+    if args.add:  # the unpruned row comes from the earlier sweep
+        summaries = json.loads((args.out / "sweep.json").read_text())
+        runs = runs[1:]
+        replaced = set(runs)
+        summaries = [s for s in summaries if (s["method"], s["budget"]) not in replaced]
     unpruned: dict = {}  # the unpruned model's answers, shared by every bundle (same checkpoint, fp32)
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:

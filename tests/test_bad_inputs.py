@@ -25,7 +25,7 @@ from tests.conftest import run_cli
 
 RECIPE = """name = "mine"
 family = "llava"
-source = "bundled:weights/tiny-llava"
+source = "bundled:weights/tiny-llava-49"
 [prompt]
 template = "USER: <image>\\n{prompt} ASSISTANT:"
 [preprocess]
@@ -183,7 +183,7 @@ CASES = [
     Case("method-unknown", ["export", "tiny-llava", "--method", "magic", "--out", "{tmp}/b"], "unknown selection method 'magic'"),
     Case("method-combination", ["export", "tiny-llava", "--method", "hired+tome", "--out", "{tmp}/b"],
          "cannot combine 'hired' and 'tome'"),
-    Case("tome-budget-unreachable", ["plan", "tiny-llava", "--method", "tome", "--budget", "10%", "--profile", "cpu"],
+    Case("tome-budget-unreachable", ["plan", "tiny-llava-49", "--method", "tome", "--budget", "10%", "--profile", "cpu"],
          "ToMe can merge 49 patches down to 7 at the least in 3 layers"),
     Case("precision-unknown", ["export", "tiny-llava", "--precision", "fp8", "--out", "{tmp}/b"], "unknown precision 'fp8'"),
     Case("model-unknown", ["export", "no-such-model", "--out", "{tmp}/b"], "unknown model 'no-such-model'"),
@@ -287,7 +287,7 @@ CASES = [
 def sources(bundles, tiny_checkpoint) -> dict:
     from edgecompress.models.loading import bundled_checkpoint
 
-    return {"bundle": bundles["hired-fp32"], "checkpoint": bundled_checkpoint("bundled:weights/tiny-llava")}
+    return {"bundle": bundles["hired-fp32"], "checkpoint": bundled_checkpoint("bundled:weights/tiny-llava-49")}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -45,7 +45,7 @@ def test_a_registered_method_exports_verifies_and_runs(toy, tmp_path, images):
     from edgecompress import export_bundle
     from edgecompress_runtime import Pipeline
 
-    bundle = export_bundle("tiny-llava", method="toy-first", budget="20%", out=tmp_path / "toy")  # verified on export
+    bundle = export_bundle("tiny-llava-49", method="toy-first", budget="20%", out=tmp_path / "toy")  # verified on export
     result = Pipeline.load(bundle).generate_full(images["scene"], "How many shapes are there?", max_new_tokens=4)
     assert result.kept_indices.tolist() == list(range(9))  # K = floor(49 * 0.2)
     assert result.image_tokens == 9 and result.token_ids

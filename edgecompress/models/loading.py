@@ -257,7 +257,7 @@ def bundled_checkpoint(location: str) -> Path:
     if not (folder / "config.json").is_file():
         raise EdgeCompressError(
             f"the shipped checkpoint {relative} is missing (looked in {folder})",
-            hint="Reinstall edgecompress, or retrain it: python benchmarks/train_tiny_llava.py --out export/weights/tiny-llava",
+            hint="Reinstall edgecompress, or retrain it (its recipe's header, under export/, gives the command).",
         )
     return folder
 
