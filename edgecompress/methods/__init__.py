@@ -103,7 +103,7 @@ class Method:
     select: Callable[[VisionInputs, int], tuple["torch.Tensor", "torch.Tensor"]]
     stage: str = "vision"
     needs: tuple[str, ...] = ("features",)
-    score: Callable[[VisionInputs], "torch.Tensor"] | None = None  # per-patch scores select ranks by, [B,N]
+    score: Callable[[Any], "torch.Tensor"] | None = None  # per-token scores select ranks by, [B,N] (from VisionInputs; DecoderInputs for a decoder method)
     output_k: Callable[[int, int], int] = _same_k  # tokens emitted for a budget of K on a side x side grid
     details: Callable[[int, int, int], dict[str, Any]] = _no_details  # manifest method_details beyond the summary
     constants: Callable[[int, int, int], dict[str, "torch.Tensor"]] = _no_constants  # (N, side, K) -> tensors fixed at export

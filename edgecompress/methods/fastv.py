@@ -18,7 +18,7 @@ from edgecompress.methods import DecoderInputs, Method
 DEFAULT_LAYER = 2  # the authors' K=2 ("FastV_K"): prune after two layers have mixed the image in
 
 
-def image_scores(inputs: DecoderInputs):
+def image_scores(inputs: DecoderInputs):  # Method.score: here over a DecoderInputs
     """The last prompt token's head-mean attention over the image tokens [B, N] (fp32)."""
     start, n = inputs.image_start, inputs.image_tokens
     return inputs.attention.float().mean(dim=1)[:, start : start + n]
@@ -44,6 +44,7 @@ METHOD = Method(
             "later layers' KV cache holds only those",
     paper="pkunlp-icler/FastV (arXiv:2403.06764)",
     select=select,
+    score=image_scores,
     stage="decoder",
     needs=("decoder_attention",),
     details=details,

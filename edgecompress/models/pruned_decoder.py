@@ -110,21 +110,28 @@ class PrunedPrefill(_LayerLoop):
         self.method, self.layer, self.k = method, layer, k
         self.image_start, self.image_tokens = image_start, image_tokens
 
-    def select(self, inputs_embeds, position_ids):
-        """The hidden states and positions entering layer L, pruned, the kept tokens and the cache."""
+    def method_inputs(self, inputs_embeds, position_ids) -> tuple[DecoderInputs, FlatCache]:
+        """What the method reads at layer L (the hidden states entering it, layer L-1's attention
+        row of the last prompt token) and the cache of layers 0..L-1."""
         cache = FlatCache()
-        hidden, dtype = inputs_embeds, inputs_embeds.dtype
-        mask = causal_mask(hidden.shape[1], 0, dtype)
+        hidden = inputs_embeds
+        mask = causal_mask(hidden.shape[1], 0, hidden.dtype)
         hidden = self.run(hidden, position_ids, cache, range(self.layer - 1), lambda i: mask)
         cos, sin = self.rotary(hidden, position_ids=position_ids)
         attention = last_token_attention(self.layers[self.layer - 1], hidden, cos, sin)
         hidden = self.run(hidden, position_ids, cache, range(self.layer - 1, self.layer), lambda i: mask)
-        pruned, kept = self.method.select(DecoderInputs(hidden, attention, self.image_start, self.image_tokens), self.k)
-        positions = splice_kept(position_ids, self.image_start, self.image_tokens, kept)
-        return pruned, positions, kept, cache, attention
+        return DecoderInputs(hidden, attention, self.image_start, self.image_tokens), cache
+
+    def selection_scores(self, inputs_embeds, position_ids) -> torch.Tensor | None:
+        """The per-image-token scores the method ranks by [B, N] (fp32), for tie-band parity checks."""
+        if self.method.score is None:
+            return None
+        return self.method.score(self.method_inputs(inputs_embeds, position_ids)[0])
 
     def forward(self, inputs_embeds, position_ids):
-        hidden, positions, kept, cache, _ = self.select(inputs_embeds, position_ids)
+        inputs, cache = self.method_inputs(inputs_embeds, position_ids)
+        hidden, kept = self.method.select(inputs, self.k)
+        positions = splice_kept(position_ids, self.image_start, self.image_tokens, kept)
         mask = causal_mask(hidden.shape[1], 0, hidden.dtype)
         hidden = self.run(hidden, positions, cache, range(self.layer, self.num_layers), lambda i: mask)
         return (self.logits(hidden), kept, *cache.flat(self.num_layers))
