@@ -240,3 +240,17 @@ def test_list_methods_shows_fastv_in_the_decoder():
     result = run_cli("list", "methods")
     row = next(line for line in result.stdout.splitlines() if line.startswith("fastv"))
     assert "decoder, at layer 2" in row and "decoder_attention" in row and "pkunlp-icler/FastV" in row
+
+
+def test_validate_compares_the_bundle_with_the_pytorch_fastv_pipeline(fastv_bundle, tmp_path):
+    from edgecompress.data.shapes import generate_shapes
+    from edgecompress.validate import validate_bundle
+
+    generate_shapes(tmp_path / "shapes", count=4, seed=7)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fastv_bundle, bundle)  # validate writes its reports into the bundle
+    summary, _ = validate_bundle(bundle, tmp_path / "shapes" / "train.jsonl", limit=3, max_new_tokens=4)
+    assert summary["questions"] == 3
+    assert summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
+    kept = summary["kept_tokens_vs_pytorch_pruned"]
+    assert kept["compared"] == 3 and kept["agree_within_tie_band"] == 1.0

@@ -138,6 +138,13 @@ class Method:
             raise EdgeCompressError(f"method {self.name!r}: a tower-stage method gives merge_schedule and merge")
         if (self.stage == "decoder") != (self.default_layer is not None):
             raise EdgeCompressError(f"method {self.name!r}: a decoder-stage method, and only one, gives default_layer")
+        decoder_needs = {"decoder_attention"}
+        if (self.stage == "decoder" and not set(self.needs) <= decoder_needs) or (
+                self.stage != "decoder" and decoder_needs & set(self.needs)):
+            raise EdgeCompressError(f"method {self.name!r}: a {self.stage}-stage method cannot need "
+                                    f"{', '.join(self.needs)}",
+                                    hint="Inside the language model a method reads decoder_attention; "
+                                         "on the vision side: cls_attention, layer_attention, keys, features.")
         if ("layer_attention" in self.needs) != (self.attention_layers is not _no_layers):
             raise EdgeCompressError(f"method {self.name!r}: `layer_attention` in needs and `attention_layers` go together")
 
