@@ -105,6 +105,11 @@ def export_bundle(
     steps = steps or Steps()
     spec = resolve_model(model)
     method, budget, precision = resolve_options(spec, method, budget, precision, layer)
+    chosen = get_method(method)
+    if vision_only and chosen.stage == "decoder":
+        raise EdgeCompressError(f"--vision-only with --method {method}: it prunes inside the language model, "
+                                "so its vision graph alone keeps every token",
+                                hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
     check_destination(out, force)
     dtype = torch_dtype(precision)
@@ -115,13 +120,12 @@ def export_bundle(
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
         adapter = load_model(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
-    chosen = get_method(method)
-    in_decoder = chosen.stage == "decoder"
-    if in_decoder:
-        plan, pruning = decoder_stage_plan(adapter, chosen, budget, layer, precision, vision_only)
+    if chosen.stage == "decoder":
+        plan = decoder_stage_plan(adapter, chosen, budget, layer, precision)
     else:
-        plan, pruning = adapter.plan_vision(chosen, budget, precision), None
+        plan = adapter.plan_vision(chosen, budget, precision)
     k, resolved = plan.k, plan.budget
+    pruning = plan.extra.get("decoder_pruning")  # what the prefill graph bakes in, for a decoder-stage method
 
     graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
@@ -152,23 +156,18 @@ def export_bundle(
         adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
-            if pruning is not None:
-                writer.manifest["decoder_pruning"] = pruning
     return out
 
 
-def decoder_stage_plan(adapter, method, budget: str, layer: int | None, precision: str, vision_only: bool):
+def decoder_stage_plan(adapter, method, budget: str, layer: int | None, precision: str) -> VisionPlan:
     """For a method that prunes inside the language model: the unpruned vision graph's plan (as
-    method ``none`` exports it), recorded as ``method`` with K = the budget's share of N, and
-    what the prefill graph bakes in (the layer, the image's place in the prompt, N and K)."""
+    method ``none`` exports it), recorded as ``method`` with K = the budget's share of N, and in
+    ``extra["decoder_pruning"]`` (a manifest entry) what the prefill graph bakes in: the layer,
+    the image's place in the prompt, N and K."""
     import dataclasses
 
     from edgecompress.budget import resolve_for
 
-    if vision_only:
-        raise EdgeCompressError(f"--vision-only with --method {method.name}: it prunes inside the language model, "
-                                "so its vision graph alone keeps every token",
-                                hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     layer = method.resolve_layer(layer, adapter.language_model_facts()["num_layers"])
     plan = adapter.plan_vision(get_method("none"), "100%", precision)
     if plan.extra.get("anyres") is not None or plan.budget.n != plan.k:
@@ -183,7 +182,7 @@ def decoder_stage_plan(adapter, method, budget: str, layer: int | None, precisio
     details = {"summary": method.summary, **method.details(resolution.budget.k, k, adapter.grid), "layer": layer,
                "image_start": start}
     return dataclasses.replace(plan, budget=resolution.budget, k=k, method=method, details=details,
-                               token_order=method.token_order), pruning
+                               token_order=method.token_order, extra={**plan.extra, "decoder_pruning": pruning})
 
 
 def image_start(adapter) -> int:

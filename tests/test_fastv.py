@@ -76,6 +76,20 @@ def fastv_modules(adapter, layer, start, k=K):
 # -- the authors' math ------------------------------------------------------------------------
 
 
+def test_fastv_math_keeps_the_most_attended_image_tokens_and_every_text_token():
+    """On tensors alone: heads averaged, the image span's top K in prompt order, text untouched."""
+    from edgecompress.methods import DecoderInputs
+
+    hidden = torch.arange(10, dtype=torch.float32).view(1, 10, 1).expand(1, 10, 3)  # token i holds i
+    attention = torch.zeros(1, 2, 10)
+    attention[0, 0, 2:8] = torch.tensor([0.1, 0.9, 0.2, 0.5, 0.0, 0.3])  # image tokens at 2..7
+    attention[0, 1, 2:8] = torch.tensor([0.1, 0.1, 0.6, 0.5, 0.0, 0.3])  # head mean: .1 .5 .4 .5 0 .3
+    attention[0, :, 9] = 5.0  # text scores never compete with image tokens
+    pruned, kept = get_method("fastv").select(DecoderInputs(hidden, attention, 2, 6), 3)
+    assert kept.tolist() == [[1, 2, 3]]
+    assert pruned[0, :, 0].tolist() == [0, 1, 3, 4, 5, 8, 9]
+
+
 @pytest.mark.parametrize("layer", [1, 2, 3])
 @pytest.mark.parametrize("image", ["noise", "scene"])
 def test_fastv_is_the_authors_selection_and_later_layers(tiny_fp32, eager, processor, vision_none, images, layer, image):

@@ -3,12 +3,13 @@
 A method is a :class:`Method`: its name, what it keeps and where it comes from, where it acts
 (``vision``: on the vision tower's patch features, before the projector, or after it with
 ``after_projector``; ``tower``: merging inside the vision encoder; ``decoder``: on the language
-model's hidden states at a decoder layer, as FastV does), what it needs from the model (``NEEDS``: the feature layer's per-head CLS
-attention, other layers' CLS attention, the feature layer's keys, the patch features; all
-attention math in fp32), and ``select(inputs, k)``, which returns the K kept tokens' features
-and their patch indices. A model adapter hands a
-method what it declares it needs and never branches on its name (ToMe's split between the
-math and the patch that fits it into a host model).
+model's hidden states at a decoder layer, as FastV does), what it needs from the model
+(``NEEDS``: the feature layer's per-head CLS attention, other layers' CLS attention, the feature
+layer's keys, the patch features; for a decoder method the last prompt token's attention row;
+all attention math in fp32), and ``select(inputs, k)``, which returns the K kept tokens'
+features and their indices. A model adapter hands a method what it declares it needs and never
+branches on its name (ToMe's split between the math and the patch that fits it into a host
+model).
 
 Built-in methods are the modules of this package, each defining ``METHOD``. A third-party
 method registers through the entry point group ``edgecompress.methods``::

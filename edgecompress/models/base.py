@@ -1,6 +1,8 @@
 """What every family adapter shares: the loaded parts, the language model's facts, the tokenizer
 and chat template the runtime needs, and the decoder graph (one graph for prefill and decode,
-the KV cache as flat inputs and outputs).
+the KV cache as flat inputs and outputs). A method that prunes inside the language model
+(FastV) gets two graphs instead, from :mod:`edgecompress.models.pruned_decoder`: a prefill that
+prunes, and decode steps whose pruned layers hold shorter caches.
 
 A family adapter (``edgecompress/models/<family>.py``, registered in
 :mod:`edgecompress.families`) subclasses :class:`FamilyAdapter` and adds its vision side:
