@@ -85,7 +85,8 @@ def _root(
         "  edgecompress export llava --budget 20%                      [dim]# llava-hf/llava-1.5-7b-hf (hub or cache)[/dim]\n\n"
         "  edgecompress export ./my-llava-checkpoint --budget 115      [dim]# a local llava-hf folder, K=115[/dim]\n\n"
         "  edgecompress export llava --budget 20% --random-weights     [dim]# full-size graph, no download[/dim]\n\n"
-        "  edgecompress export tiny-llava --method none --precision fp32 --out out/baseline"
+        "  edgecompress export tiny-llava --method none --precision fp32 --out out/baseline\n\n"
+        "  edgecompress export tiny-llava --method fastv --layer 2 --budget 20%   [dim]# prune inside the language model[/dim]"
     )
 )
 def export(
@@ -98,6 +99,7 @@ def export(
     random_weights: bool = typer.Option(False, "--random-weights", help="Build the recipe's architecture with seeded random weights instead of loading a checkpoint (no download)."),
     vision_only: bool = typer.Option(False, "--vision-only", help="Export the vision graph only (no decoder, embeddings or tokenizer; the bundle cannot `run`)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Export for this target profile (its precision unless --precision is given), then build its engines where its TensorRT backend is installed (edgecompress list profiles)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Decoder layer a method that prunes inside the language model (fastv) prunes at, from 1. Default: the method's (fastv: 2)."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -112,7 +114,7 @@ def export(
         precision = precision or target.precision  # export for the device: its precision unless told
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
-        random_weights=random_weights, vision_only=vision_only, steps=RichSteps(),
+        random_weights=random_weights, vision_only=vision_only, layer=layer, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:
@@ -172,6 +174,7 @@ def plan(
     budget: str = typer.Option("20%", "--budget", "-b", help="Visual-token budget: 20%, 0.2 or a count."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Token-selection method; K is the one its export keeps (pool: its h x w grid). Default: the recipe's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the profile's)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="For a method that prunes inside the language model (fastv): the decoder layer it prunes at. Default: the method's."),
 ):
     """Show the memory plan of a model on a device at a budget, without exporting or downloading anything."""
     from edgecompress.engine.memory import image_tokens_at, plan_memory
@@ -189,7 +192,19 @@ def plan(
     else:
         raise EdgeCompressError(f"plan needs the architecture of {model!r}", hint="Pass a recipe name or a local folder with a config.json.")
     method = method or (spec.recipe.defaults.get("method", "hired") if spec.recipe else "hired")
-    result = plan_memory(architecture, image_tokens_at(architecture, budget, method), target, precision)
+    from edgecompress.architecture import Architecture
+    from edgecompress.methods import get_method
+
+    facts = Architecture.from_config(architecture)
+    layer = get_method(method).resolve_layer(layer, facts.text.layers)
+    pruned_at = None
+    if layer is not None:
+        if facts.vision_images != 1:
+            raise EdgeCompressError(f"--method {method} needs a fixed number of image tokens in the prompt; "
+                                    "this model's count depends on the image", hint="Use a LLaVA-1.5 model.")
+        pruned_at = (layer, facts.vision.patches)
+    result = plan_memory(architecture, image_tokens_at(architecture, budget, method), target, precision,
+                         pruned_at=pruned_at)
     out_console.print(result.table())
     if not result.fits:
         raise typer.Exit(1)
@@ -347,6 +362,7 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
             table.add_column(col)
         for m in methods().values():
             stage = ("inside the vision tower" if m.stage == "tower"
+                     else f"decoder, at layer {m.default_layer} (--layer)" if m.stage == "decoder"
                      else f"{m.stage}, {'after' if m.after_projector else 'before'} the projector")
             table.add_row(m.name, stage, ", ".join(m.needs), m.summary, m.paper)
         table.caption = "A tower method combines with a vision method: --method tome+hired (tome+visionzip, ...)"

@@ -44,13 +44,15 @@ def default_bundle_name(model_name: str, method: str, budget_spec: str) -> str:
     return f"{model_name}-{method}-b{label}"
 
 
-def resolve_options(spec: ModelSpec, method: str | None, budget: str | None, precision: str | None):
+def resolve_options(spec: ModelSpec, method: str | None, budget: str | None, precision: str | None,
+                    layer: int | None = None):
     defaults = spec.recipe.defaults if spec.recipe else {}
     for option, value in (("--method", method), ("--budget", budget), ("--precision", precision)):
         if value is not None and not str(value).strip():
             raise EdgeCompressError(f"{option} is empty", hint=f"Leave {option} out for the recipe's default, or give a value.")
     method = method or defaults.get("method", "hired")
-    get_method(method)  # fail fast on an unknown method, before loading anything
+    # fail fast on an unknown method, or a --layer it cannot take, before loading anything
+    get_method(method).resolve_layer(layer, _language_model_layers(spec))
     if method == "none":
         if budget not in (None, "100%", "1.0", "1"):
             raise EdgeCompressError(
@@ -66,6 +68,15 @@ def resolve_options(spec: ModelSpec, method: str | None, budget: str | None, pre
     return method, budget, precision
 
 
+def _language_model_layers(spec: ModelSpec) -> int | None:
+    """The language model's layer count from the recipe's architecture, where it has one."""
+    if spec.recipe is None or not spec.recipe.config:
+        return None
+    from edgecompress.architecture import Architecture
+
+    return Architecture.from_config(spec.recipe.config).text.layers
+
+
 def export_bundle(
     model: str,
     *,
@@ -76,6 +87,7 @@ def export_bundle(
     force: bool = False,
     random_weights: bool = False,
     vision_only: bool = False,
+    layer: int | None = None,
     steps: Steps | None = None,
 ) -> Path:
     """Export MODEL with a fixed visual-token budget into a verified bundle folder.
@@ -83,10 +95,18 @@ def export_bundle(
     The bundle holds the vision graph (pixels -> K image embeddings) and, unless
     ``vision_only``, the decoder graph (embeddings + KV cache -> logits + KV cache), the
     token-embedding table and the tokenizer: everything ``edgecompress_runtime`` needs.
+
+    A decoder-stage method (FastV, at decoder ``layer``) leaves the vision graph unpruned and
+    prunes in a ``prefill`` graph instead; ``decoder`` then serves the decode steps.
     """
     steps = steps or Steps()
     spec = resolve_model(model)
-    method, budget, precision = resolve_options(spec, method, budget, precision)
+    method, budget, precision = resolve_options(spec, method, budget, precision, layer)
+    chosen = get_method(method)
+    if vision_only and chosen.stage == "decoder":
+        raise EdgeCompressError(f"--vision-only with --method {method}: it prunes inside the language model, "
+                                "so its vision graph alone keeps every token",
+                                hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
     check_destination(out, force)
     # torch, transformers and onnx load only now: a mistyped option is refused in a second
@@ -101,18 +121,31 @@ def export_bundle(
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
         adapter = load_model(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
-    plan = adapter.plan_vision(get_method(method), budget, precision)
+    if chosen.stage == "decoder":
+        plan = decoder_stage_plan(adapter, chosen, budget, layer, precision)
+    else:
+        plan = adapter.plan_vision(chosen, budget, precision)
     k, resolved = plan.k, plan.budget
+    pruning = plan.extra.get("decoder_pruning")  # what the prefill graph bakes in, for a decoder-stage method
 
     graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
-        with steps.step("export", f"Exporting vision graph (K={k} of {resolved.n}, {precision})"):
+        shown = f"all {resolved.n} tokens; {method} keeps {k} at decoder layer {pruning['layer']}" if pruning else f"K={k} of {resolved.n}"
+        with steps.step("export", f"Exporting vision graph ({shown}, {precision})"):
             files = export_onnx(plan.module, plan.example, plan.spec, writer.staging / "vision.onnx")
         with steps.step("verify", "Verifying vision graph (static shapes, constant-K TopK, TensorRT ops)"):
             graphs["vision"] = verified_entry(writer.staging, files, plan.spec)
         text: dict[str, Any] = {}
+        if pruning is not None:
+            prefill, decoder = adapter.plan_pruned_decoder(chosen, pruning["layer"], pruning["image_start"],
+                                                           pruning["image_tokens"], k, precision)
+            with steps.step("export-prefill", f"Exporting prefill graph ({method} at layer {pruning['layer']}, {precision})"):
+                files = export_onnx(prefill.module, prefill.example, prefill.spec, writer.staging / "prefill.onnx",
+                                    dynamic_shapes=prefill.dynamic_shapes)
+            with steps.step("verify-prefill", "Verifying prefill graph"):
+                graphs["prefill"] = verified_entry(writer.staging, files, prefill.spec)
         if not vision_only:
-            decoder = adapter.plan_decoder(precision)
+            decoder = decoder if pruning is not None else adapter.plan_decoder(precision)
             layers = decoder.facts["num_layers"]
             with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision})"):
                 files = export_onnx(decoder.module, decoder.example, decoder.spec, writer.staging / "decoder.onnx",
@@ -120,11 +153,52 @@ def export_bundle(
             with steps.step("verify-decoder", "Verifying decoder graph"):
                 graphs["decoder"] = verified_entry(writer.staging, files, decoder.spec)
             with steps.step("assets", "Writing token embeddings and tokenizer"):
-                text = write_text_assets(adapter, writer.staging, k, dtype)
+                text = write_text_assets(adapter, writer.staging, k, dtype, pruning)
         adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
     return out
+
+
+def decoder_stage_plan(adapter, method, budget: str, layer: int | None, precision: str) -> VisionPlan:
+    """For a method that prunes inside the language model: the unpruned vision graph's plan (as
+    method ``none`` exports it), recorded as ``method`` with K = the budget's share of N, and in
+    ``extra["decoder_pruning"]`` (a manifest entry) what the prefill graph bakes in: the layer,
+    the image's place in the prompt, N and K."""
+    import dataclasses
+
+    from edgecompress.budget import resolve_for
+
+    layer = method.resolve_layer(layer, adapter.language_model_facts()["num_layers"])
+    plan = adapter.plan_vision(get_method("none"), "100%", precision)
+    if plan.extra.get("anyres") is not None or plan.budget.n != plan.k:
+        raise EdgeCompressError(f"--method {method.name} needs a fixed number of image tokens in the prompt; "
+                                f"this {adapter.family} model's count depends on the image",
+                                hint="Use a LLaVA-1.5 model, or a vision-stage method such as hired.")
+    n = plan.k
+    resolution = resolve_for(budget, method, adapter.architecture())
+    k = resolution.k
+    start = image_start(adapter)
+    pruning = {"method": method.name, "layer": layer, "image_start": start, "image_tokens": n, "kept_image_tokens": k}
+    details = {"summary": method.summary, **method.details(resolution.budget.k, k, adapter.grid), "layer": layer,
+               "image_start": start}
+    return dataclasses.replace(plan, budget=resolution.budget, k=k, method=method, details=details,
+                               token_order=method.token_order, extra={**plan.extra, "decoder_pruning": pruning})
+
+
+def image_start(adapter) -> int:
+    """The number of prompt tokens before the image, which the bundle's chat template fixes: the
+    runtime formats every prompt from that template and refuses one whose image lies elsewhere."""
+    if adapter.text_source is None:
+        raise EdgeCompressError("a decoder-stage method needs the checkpoint's tokenizer to place the image in the prompt",
+                                hint="Export from a checkpoint that has a tokenizer (a built-in recipe such as tiny-llava).")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter.text_source)
+    ids = tokenizer(adapter.chat_prompt_template().replace("{prompt}", "What is in the picture?"))["input_ids"]
+    if ids.count(adapter.image_token_id) != 1:
+        raise EdgeCompressError(f"the chat template holds {ids.count(adapter.image_token_id)} image placeholders, not one")
+    return ids.index(adapter.image_token_id)
 
 
 def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any]:
@@ -139,8 +213,11 @@ def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any
     return {**graph_spec.to_dict(), "file": files[0], "files": files, "verify": report.to_dict()}
 
 
-def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
-    """The token-embedding table, the tokenizer, the prompt template and the sequence limits."""
+def write_text_assets(adapter, staging: Path, k: int, dtype, pruning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The token-embedding table, the tokenizer, the prompt template and the sequence limits.
+
+    With a decoder-stage method the language model reads all N image tokens (positions run to
+    the full prompt length), and the pruned layers' caches hold N - K fewer."""
     import numpy as np
 
     table = adapter.model.get_input_embeddings().weight.detach().to(dtype).numpy()
@@ -148,20 +225,25 @@ def write_text_assets(adapter, staging: Path, k: int, dtype) -> dict[str, Any]:
     lm = adapter.language_model_facts()
     max_sequence = lm["max_position_embeddings"]
     tokenizer_file = adapter.save_tokenizer(staging)
+    image_tokens = k if pruning is None else pruning["image_tokens"]
+    shortest = image_tokens + 1 if pruning is None else pruning["image_start"] + image_tokens + 1
+    limits = {
+        # K is fixed, so the prefill length range and the KV length are known exactly.
+        "max_sequence": max_sequence,
+        "image_tokens": image_tokens,
+        "prefill_length": [shortest, max_sequence],
+        "max_text_tokens": max_sequence - image_tokens,
+        "max_kv_length": max_sequence,
+    }
+    if pruning is not None:
+        limits["max_kv_length_pruned"] = max_sequence - image_tokens + k
     return {
         "language_model": lm,
         "embeddings": {"file": "embed_tokens.npy", "shape": list(table.shape), "dtype": str(table.dtype)},
         "tokenizer": {"file": tokenizer_file} if tokenizer_file else None,
         "prompt_template": adapter.chat_prompt_template(),
         "generation": {"eos_token_ids": adapter.eos_token_ids(), "decoding": "greedy"},
-        "limits": {
-            # K is fixed, so the prefill length range and the KV length are known exactly.
-            "max_sequence": max_sequence,
-            "image_tokens": k,
-            "prefill_length": [k + 1, max_sequence],
-            "max_text_tokens": max_sequence - k,
-            "max_kv_length": max_sequence,
-        },
+        "limits": limits,
     }
 
 

@@ -51,7 +51,9 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
         from edgecompress.engine.memory import plan_memory
         from edgecompress.engine.profiles import load_profile
 
-        plan = plan_memory(manifest.architecture, manifest.k, load_profile(profile), manifest.precision)
+        pruning = manifest.decoder_pruning
+        plan = plan_memory(manifest.architecture, manifest.k, load_profile(profile), manifest.precision,
+                           pruned_at=None if pruning is None else (pruning.layer, pruning.image_tokens))
         result["memory_plan"] = plan.to_dict()
         result["memory_plan_text"] = plan.table()
     return result

@@ -4,6 +4,9 @@
   (processor, chat template, ``generate(do_sample=False)``).
 - :func:`pruned_generate`: the same model fed the pruned PyTorch vision module's K embeddings
   in place of the image placeholder, then ``generate(do_sample=False)`` on the embeddings.
+- :func:`decoder_pruned_generate`: for a method that prunes inside the language model (FastV):
+  every image embedding in the prompt, the PyTorch prefill module that prunes at its decoder
+  layer, then greedy decode steps through the PyTorch split-cache decoder, positions original.
 
 Both use transformers' own tokenizer, chat template and image processor, so they share no
 code with the runtime they check.
@@ -71,6 +74,38 @@ def pruned_generate(model, processor, vision_module, image, prompt: str, max_new
     accepts = None if check is None else (lambda other, band: check(*inputs, other, band))
     return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist(),
                            None if scores is None else scores[0].tolist(), accepts)
+
+
+def decoder_pruned_generate(model, processor, vision_module, prefill_module, decoder_module, image, prompt: str,
+                            max_new_tokens: int) -> ReferenceOutput:
+    """The PyTorch pipeline a FastV bundle is checked against: transformers' tokenizer and chat
+    template, the unpruned vision module's N embeddings in place of the placeholder, the prefill
+    module (prunes at layer L; returns the kept image tokens) and greedy decode steps."""
+    ids = processor.tokenizer(chat_text(processor, prompt), return_tensors="pt")["input_ids"][0]
+    (positions,) = torch.nonzero(ids == model.config.image_token_id, as_tuple=True)
+    assert len(positions) == 1, "the chat prompt must hold exactly one image placeholder"
+    at = int(positions[0])
+    embed = model.get_input_embeddings()
+    eos = _eos(model)
+    with torch.no_grad():
+        inputs = vision_inputs(model, processor, image)
+        image_embeds, _ = vision_module(*inputs)
+        embeds = torch.cat([embed(ids[None, :at]), image_embeds.to(embed.weight.dtype), embed(ids[None, at + 1 :])], dim=1)
+        length = embeds.shape[1]
+        logits, kept, *past = prefill_module(embeds, torch.arange(length)[None])
+        scores = prefill_module.selection_scores(embeds, torch.arange(length)[None])
+        prefill = logits[0, -1].float()
+        generated: list[int] = []
+        while len(generated) < max_new_tokens:
+            token = int(torch.argmax(logits[0, -1]))
+            if token in eos:
+                break
+            generated.append(token)
+            if len(generated) == max_new_tokens:
+                break
+            logits, *past = decoder_module(embed(torch.tensor([[token]])), torch.tensor([[length + len(generated) - 1]]),
+                                           *past)
+    return ReferenceOutput(generated, prefill, kept[0].tolist(), None if scores is None else scores[0].tolist())
 
 
 def vision_inputs(model, processor, image) -> tuple[torch.Tensor, ...]:

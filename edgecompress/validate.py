@@ -105,12 +105,20 @@ class TorchPipelines:
         # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is
         # transformers itself.
         self.vision = None if manifest.packs_newlines else self.adapter.plan_vision(method, manifest.budget_spec, manifest.precision).module
+        self.pruned_decoder = None  # a method that prunes inside the language model: its prefill and decode modules
+        pruning = manifest.decoder_pruning
+        if pruning is not None:
+            self.vision = self.adapter.plan_vision(get_method("none"), "100%", manifest.precision).module
+            prefill, decode = self.adapter.plan_pruned_decoder(method, pruning.layer, pruning.image_start,
+                                                               pruning.image_tokens, pruning.kept_image_tokens,
+                                                               manifest.precision)
+            self.pruned_decoder = (prefill.module, decode.module)
 
     def answer(self, image, question: str, max_new_tokens: int, unpruned_cache: dict | None = None):
         """(pruned answer, unpruned answer, the pruned pipeline's ReferenceOutput or None when the
         bundle is unpruned and packed as transformers packs it). ``unpruned_cache`` keeps the
         unpruned model's outputs across bundles of the same checkpoint (a sweep)."""
-        from edgecompress.reference import pruned_generate, transformers_generate
+        from edgecompress.reference import decoder_pruned_generate, pruned_generate, transformers_generate
         from edgecompress_runtime.preprocess import load_image
 
         original, image = image, load_image(image)  # as the runtime opens it: EXIF orientation applied
@@ -121,9 +129,13 @@ class TorchPipelines:
             full = transformers_generate(self.adapter.model, self.processor, image, question, max_new_tokens)
             if unpruned_cache is not None and key is not None:
                 unpruned_cache[key] = full
-        pruned = None if self.vision is None else pruned_generate(
-            self.adapter.model, self.processor, self.vision, image, question, max_new_tokens
-        )
+        if self.pruned_decoder is not None:
+            pruned = decoder_pruned_generate(self.adapter.model, self.processor, self.vision, *self.pruned_decoder,
+                                             image, question, max_new_tokens)
+        else:
+            pruned = None if self.vision is None else pruned_generate(
+                self.adapter.model, self.processor, self.vision, image, question, max_new_tokens
+            )
         pruned_ids = full.token_ids if pruned is None else pruned.token_ids
         return decode(pruned_ids, skip_special_tokens=True), decode(full.token_ids, skip_special_tokens=True), pruned
 

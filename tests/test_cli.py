@@ -92,7 +92,7 @@ def test_every_command_has_help_with_examples(command):
         (["export", "tiny-llava-random", "--budget", "-3"], "negative"),
         (["export", "tiny-llava-random", "--budget", "twenty"], "invalid budget 'twenty'"),
         (["export", "tiny-llava-random", "--budget", "577"], "more than the 576 visual tokens"),
-        (["export", "tiny-llava-random", "--method", "fastv"], "unknown selection method 'fastv'"),
+        (["export", "tiny-llava-random", "--method", "sparsevlm"], "unknown selection method 'sparsevlm'"),
         (["export", "tiny-llava-random", "--precision", "int4"], "unknown precision 'int4'"),
         (["export", "llava-hf/llava-1.5-7b-hf"], "pass its path: edgecompress export ./llava-1.5-7b-hf"),
         (["inspect", "does-not-exist"], "does-not-exist does not exist"),

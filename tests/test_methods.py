@@ -54,10 +54,14 @@ def test_a_registered_method_exports_verifies_and_runs(toy, tmp_path, images):
 def test_registry_refusals(toy):
     with pytest.raises(EdgeCompressError, match="'toy-first' is already registered"):
         register(Method(name="toy-first", summary="", paper="", select=first_k))
-    with pytest.raises(EdgeCompressError, match="needs decoder_attention, which no model adapter provides"):
+    with pytest.raises(EdgeCompressError, match="needs text_attention, which no model adapter provides"):
+        Method(name="bad", summary="", paper="", select=first_k, needs=("text_attention",))
+    with pytest.raises(EdgeCompressError, match="stage 'audio' is not one of vision, tower, decoder"):
+        Method(name="bad", summary="", paper="", select=first_k, stage="audio")
+    with pytest.raises(EdgeCompressError, match="a decoder-stage method, and only one, gives default_layer"):
+        Method(name="bad", summary="", paper="", select=first_k, stage="decoder", needs=("decoder_attention",))
+    with pytest.raises(EdgeCompressError, match="a vision-stage method cannot need decoder_attention"):
         Method(name="bad", summary="", paper="", select=first_k, needs=("decoder_attention",))
-    with pytest.raises(EdgeCompressError, match="stage 'decoder' is not one of vision"):
-        Method(name="bad", summary="", paper="", select=first_k, stage="decoder")
     with pytest.raises(EdgeCompressError, match="unknown selection method 'nope'"):
         get_method("nope")
 

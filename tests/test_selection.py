@@ -85,5 +85,5 @@ def test_top_k_in_order_returns_raster_order():
 def test_unknown_method_is_refused():
     from edgecompress.errors import EdgeCompressError
 
-    with pytest.raises(EdgeCompressError, match="(?s)unknown selection method 'fastv'.*hired, none"):
-        get_method("fastv")
+    with pytest.raises(EdgeCompressError, match="(?s)unknown selection method 'sparsevlm'.*hired, none"):
+        get_method("sparsevlm")

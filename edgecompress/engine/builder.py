@@ -62,17 +62,23 @@ class GraphBuild:
 
 
 def optimization_profiles(manifest: Manifest, profile: Profile) -> dict[str, list[dict[str, Any]]]:
-    """min/opt/max shapes for every dynamic input, per graph (empty list: static graph)."""
+    """min/opt/max shapes for every dynamic input, per graph (empty list: static graph).
+
+    With a decoder-stage method (FastV) the ``prefill`` graph takes the whole prompt (its N image
+    tokens and at least one text token after them) and the ``decoder`` graph only decodes, its
+    pruned layers' caches N - K tokens shorter than the others."""
     shapes: dict[str, list[dict[str, Any]]] = {"vision": []}
     if "decoder" not in manifest.graphs:
         return shapes
     lm = manifest.language_model
-    k = manifest.k
+    pruning = manifest.decoder_pruning
+    k = manifest.k if pruning is None else pruning.image_tokens  # image tokens in the prompt
     max_positions = lm.max_position_embeddings
     prefill_max = min(k + profile.max_prompt_tokens, max_positions)
     context = min(k + profile.max_prompt_tokens + profile.max_output_tokens, max_positions)
     prefill_opt = min(k + 32, prefill_max)
     hidden, kv = lm.hidden_size, (1, lm.num_kv_heads)
+    dropped = 0 if pruning is None else pruning.image_tokens - pruning.kept_image_tokens
 
     def profile_for(seq: tuple[int, int, int], past: tuple[int, int, int]) -> dict[str, Any]:
         entry = {
@@ -80,14 +86,21 @@ def optimization_profiles(manifest: Manifest, profile: Profile) -> dict[str, lis
             "position_ids": tuple((1, s) for s in seq),
         }
         for i in range(lm.num_layers):
+            pruned = pruning is not None and i >= pruning.layer
+            lengths = tuple(max(p - dropped, 1) if pruned and p else p for p in past)
             for part in ("key", "value"):
-                entry[f"past.{i}.{part}"] = tuple((*kv, p, lm.head_dim) for p in past)
+                entry[f"past.{i}.{part}"] = tuple((*kv, p, lm.head_dim) for p in lengths)
         return entry
 
-    shapes["decoder"] = [
-        profile_for((1, prefill_opt, prefill_max), (0, 0, 0)),  # prefill: the whole prompt, empty cache
-        profile_for((1, 1, 1), (1, prefill_opt, context - 1)),  # decode: one token, the cache so far
-    ]
+    decode = profile_for((1, 1, 1), (1, prefill_opt, context - 1))  # decode: one token, the cache so far
+    if pruning is None:
+        prefill = profile_for((1, prefill_opt, prefill_max), (0, 0, 0))  # prefill: the whole prompt, empty cache
+        shapes["decoder"] = [prefill, decode]
+        return shapes
+    shortest = pruning.image_start + pruning.image_tokens + 1
+    seq = (shortest, max(prefill_opt, shortest), max(prefill_max, shortest))
+    shapes["prefill"] = [{"inputs_embeds": tuple((1, s, hidden) for s in seq), "position_ids": tuple((1, s) for s in seq)}]
+    shapes["decoder"] = [decode]
     return shapes
 
 
@@ -156,7 +169,9 @@ def build_engines(
             f"profile {profile.name} uses {profile.backend}: there are no engines to build",
             hint=f"Run the bundle as it is: edgecompress run {bundle} --image ... --prompt ...",
         )
-    plan = plan_memory(manifest.architecture, manifest.k, profile, manifest.precision)
+    pruning = manifest.decoder_pruning
+    plan = plan_memory(manifest.architecture, manifest.k, profile, manifest.precision,
+                       pruned_at=None if pruning is None else (pruning.layer, pruning.image_tokens))
     if not ignore_memory_plan:
         require_fit(plan)
     trt = import_backend(profile.backend)

@@ -9,7 +9,9 @@
   only where host and GPU share memory (Jetson, CPU). Exact.
 - KV cache: 2 (K and V) x layers x kv_heads x head_dim x context x bytes, with context =
   K + max_prompt_tokens + max_output_tokens (capped at max_position_embeddings). Exact,
-  because K is fixed by the budget: no image can make the prompt longer.
+  because K is fixed by the budget: no image can make the prompt longer. With a method that
+  prunes inside the language model at layer L (FastV), layers below L hold all N image
+  tokens and layers from L on the K kept ones: each layer's cache is counted at its length.
 - activations: the largest prefill step at the longest prompt S = K + max_prompt_tokens:
   hidden states and MLP intermediates (S x (4 hidden + 2 intermediate)), one layer's attention
   scores (heads x S x S, as an unfused attention materialises them) and the logits row, or the
@@ -46,6 +48,7 @@ class MemoryPlan:
     rows: dict[str, float] = field(default_factory=dict)  # bytes by item
     capacity: float = 0.0  # bytes
     suggestions: list[str] = field(default_factory=list)
+    kv_lengths: list[int] = field(default_factory=list)  # each decoder layer's cache length, in tokens
 
     @property
     def total(self) -> float:
@@ -66,16 +69,31 @@ class MemoryPlan:
             "capacity_gib": round(self.capacity / GIB, 3),
             "fits": self.fits,
             "suggestions": self.suggestions,
+            "kv_lengths": self.kv_lengths,
         }
 
     def table(self) -> str:
         lines = [f"memory plan on {self.profile} ({self.precision}, K = {self.k}, context {self.context} tokens)"]
+        if len(set(self.kv_lengths)) > 1:
+            lines.append("  KV cache per layer: " + ", ".join(
+                f"layers {first}-{last}: {length} tokens" for first, last, length in _runs(self.kv_lengths)))
         for name, value in self.rows.items():
             lines.append(f"  {name:<22} {value / GIB:8.2f} GiB")
         verdict = "fits" if self.fits else "DOES NOT FIT"
         lines.append(f"  {'total':<22} {self.total / GIB:8.2f} GiB of {self.capacity / GIB:.2f} GiB: {verdict}")
         lines += [f"  - {s}" for s in self.suggestions]
         return "\n".join(lines)
+
+
+def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(first layer, last layer, length) for each run of equal cache lengths."""
+    runs: list[tuple[int, int, int]] = []
+    for i, length in enumerate(lengths):
+        if runs and runs[-1][2] == length:
+            runs[-1] = (runs[-1][0], i, length)
+        else:
+            runs.append((i, i, length))
+    return runs
 
 
 def _activations(facts: Architecture, prefill: int, nbytes: int) -> float:
@@ -103,7 +121,9 @@ def image_tokens_at(architecture: dict[str, Any], budget: str, method: str = "hi
 
 
 def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precision: str | None = None,
-                counts: dict[str, int] | None = None) -> MemoryPlan:
+                counts: dict[str, int] | None = None, pruned_at: tuple[int, int] | None = None) -> MemoryPlan:
+    """The memory plan for K image tokens. ``pruned_at`` = (layer L, N) for a method that prunes
+    inside the language model: the prompt holds N image tokens up to layer L, K from it on."""
     precision = precision or profile.precision
     if precision not in BYTES:
         raise EdgeCompressError(f"unknown precision {precision!r}", hint="Use fp16 or fp32.")
@@ -113,22 +133,32 @@ def plan_memory(architecture: dict[str, Any], k: int, profile: Profile, precisio
     text = facts.text
     max_positions = text.max_positions
 
+    def lengths_for(k_: int, prompt: int, output: int) -> list[int]:
+        if pruned_at is None:
+            return [min(k_ + prompt + output, max_positions)] * text.layers
+        layer, n = pruned_at
+        full = min(n + prompt + output, max_positions)
+        return [full if i < layer else full - n + min(k_, n) for i in range(text.layers)]
+
     def rows_for(k_: int, prompt: int, output: int) -> tuple[int, dict[str, float]]:
-        context = min(k_ + prompt + output, max_positions)
+        lengths = lengths_for(k_, prompt, output)
+        context = lengths[0]  # positions run over the whole prompt (layer 0 holds it all)
         rows = {
             "weights (vision)": counts["vision"] * nbytes,
             "weights (decoder)": counts["decoder"] * nbytes,
         }
         if profile.shared_memory:
             rows["embedding table"] = counts["embeddings"] * nbytes
-        rows["KV cache"] = 2 * text.layers * text.kv_heads * text.head_dim * context * nbytes
-        rows["activations (est.)"] = _activations(facts, min(k_ + prompt, max_positions), nbytes)
+        rows["KV cache"] = 2 * text.kv_heads * text.head_dim * sum(lengths) * nbytes
+        prompt_images = k_ if pruned_at is None else pruned_at[1]  # the prefill reads every image token
+        rows["activations (est.)"] = _activations(facts, min(prompt_images + prompt, max_positions), nbytes)
         rows["builder workspace"] = profile.workspace_gib * GIB
         rows["reserved"] = profile.reserved_gib * GIB
         return context, rows
 
     context, rows = rows_for(k, profile.max_prompt_tokens, profile.max_output_tokens)
-    plan = MemoryPlan(profile.name, precision, k, context, rows, profile.memory_gib * GIB)
+    plan = MemoryPlan(profile.name, precision, k, context, rows, profile.memory_gib * GIB,
+                      kv_lengths=lengths_for(k, profile.max_prompt_tokens, profile.max_output_tokens))
     if not plan.fits:
         plan.suggestions = _suggestions(plan, rows_for, k, profile)
     return plan

@@ -52,8 +52,18 @@ def torch_dtype(precision: str):
     return getattr(torch, PRECISION_DTYPES[precision])
 
 
+PRUNED_PAST = "past_pruned"  # the cache length of the layers a decoder-stage method pruned
+
+
+def past_axis(layer: int, pruned_from: int | None) -> str:
+    """The dynamic axis of a layer's cache length: ``past``, or ``past_pruned`` from the layer a
+    decoder-stage method prunes at (those layers hold fewer tokens)."""
+    return PRUNED_PAST if pruned_from is not None and layer >= pruned_from else "past"
+
+
 def decoder_spec(
-    num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str
+    num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str,
+    pruned_from: int | None = None,
 ) -> GraphSpec:
     """The language model as one graph for prefill and decode.
 
@@ -61,20 +71,24 @@ def decoder_spec(
     with the cache so far. Only the last position's logits come out (greedy decoding needs
     nothing else, and [S, vocab] logits would cost S x 128 KB at vocab 32k), in fp32 so that
     argmax does not depend on fp16 rounding of the final scores.
+
+    With ``pruned_from`` = L (a decoder-stage method such as FastV), the caches of layers >= L
+    have their own length axis, ``past_pruned``: the prefill graph (:func:`prefill_spec`) left
+    fewer tokens there. This graph then serves the decode steps only.
     """
     dtype = PRECISION_DTYPES[precision]
     past = [
-        TensorSpec(f"past.{i}.{kind}", (1, num_kv_heads, "past", head_dim), dtype)
+        TensorSpec(f"past.{i}.{kind}", (1, num_kv_heads, past_axis(i, pruned_from), head_dim), dtype)
         for i in range(num_layers)
         for kind in ("key", "value")
     ]
     present = [
-        TensorSpec(f"present.{i}.{kind}", (1, num_kv_heads, "sequence + past", head_dim), dtype)
+        TensorSpec(f"present.{i}.{kind}", (1, num_kv_heads, f"sequence + {past_axis(i, pruned_from)}", head_dim), dtype)
         for i in range(num_layers)
         for kind in ("key", "value")
     ]
     dynamic = {"inputs_embeds": {1: "sequence"}, "position_ids": {1: "sequence"}}
-    dynamic.update({t.name: {2: "past"} for t in past})
+    dynamic.update({t.name: {2: t.shape[2]} for t in past})
     return GraphSpec(
         name="decoder",
         inputs=(
@@ -84,6 +98,32 @@ def decoder_spec(
         ),
         outputs=(TensorSpec("logits", (1, 1, vocab_size), "float32"), *present),
         dynamic_axes=dynamic,
+    )
+
+
+def prefill_spec(
+    num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str,
+    layer: int, image_tokens: int, kept: int,
+) -> GraphSpec:
+    """The prefill of a decoder-stage method (FastV): the whole prompt in, no cache; out the
+    last position's logits (fp32), the kept image tokens (0..N-1) and each layer's cache: S
+    tokens below ``layer``, S - N + K from it on (the pruned layers)."""
+    dtype = PRECISION_DTYPES[precision]
+    pruned = f"sequence - {image_tokens - kept}" if image_tokens > kept else "sequence"
+    present = [
+        TensorSpec(f"present.{i}.{kind}", (1, num_kv_heads, pruned if i >= layer else "sequence", head_dim), dtype)
+        for i in range(num_layers)
+        for kind in ("key", "value")
+    ]
+    return GraphSpec(
+        name="prefill",
+        inputs=(
+            TensorSpec("inputs_embeds", (1, "sequence", hidden_size), dtype),
+            TensorSpec("position_ids", (1, "sequence"), "int64"),
+        ),
+        outputs=(TensorSpec("logits", (1, 1, vocab_size), "float32"), TensorSpec("kept_indices", (1, kept), "int64"),
+                 *present),
+        dynamic_axes={"inputs_embeds": {1: "sequence"}, "position_ids": {1: "sequence"}},
     )
 
 

@@ -41,3 +41,15 @@ def descending_rank(scores: torch.Tensor) -> torch.Tensor:
     n = scores.shape[-1]
     order = torch.topk(scores, n, dim=-1, largest=True, sorted=True).indices
     return torch.topk(order, n, dim=-1, largest=False, sorted=True).indices
+
+
+def splice_kept(tokens: torch.Tensor, start: int, n: int, kept: torch.Tensor) -> torch.Tensor:
+    """A prompt [B, S, ...] with its span ``start .. start + n`` cut to the rows ``kept`` [B, K]
+    (0..n-1, ascending): text before, kept span rows, text after -> [B, S - n + K, ...].
+
+    Three static pieces joined (two slices and a constant-K gather), so only the prompt length
+    is dynamic; what a decoder-stage method applies to hidden states and position ids alike.
+    """
+    span = tokens[:, start : start + n]
+    index = kept.reshape(*kept.shape, *([1] * (tokens.dim() - 2))).expand(-1, -1, *tokens.shape[2:])
+    return torch.cat([tokens[:, :start], torch.gather(span, 1, index), tokens[:, start + n :]], dim=1)

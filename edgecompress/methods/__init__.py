@@ -2,12 +2,14 @@
 
 A method is a :class:`Method`: its name, what it keeps and where it comes from, where it acts
 (``vision``: on the vision tower's patch features, before the projector, or after it with
-``after_projector``), what it needs from the model (``NEEDS``: the feature layer's per-head CLS
-attention, other layers' CLS attention, the feature layer's keys, the patch features; all
-attention math in fp32), and ``select(inputs, k)``, which returns the K kept tokens' features
-and their patch indices. A model adapter hands a
-method what it declares it needs and never branches on its name (ToMe's split between the
-math and the patch that fits it into a host model).
+``after_projector``; ``tower``: merging inside the vision encoder; ``decoder``: on the language
+model's hidden states at a decoder layer, as FastV does), what it needs from the model
+(``NEEDS``: the feature layer's per-head CLS attention, other layers' CLS attention, the feature
+layer's keys, the patch features; for a decoder method the last prompt token's attention row;
+all attention math in fp32), and ``select(inputs, k)``, which returns the K kept tokens'
+features and their indices. A model adapter hands a method what it declares it needs and never
+branches on its name (ToMe's split between the math and the patch that fits it into a host
+model).
 
 Built-in methods are the modules of this package, each defining ``METHOD``. A third-party
 method registers through the entry point group ``edgecompress.methods``::
@@ -32,8 +34,10 @@ from edgecompress.errors import EdgeCompressError
 if TYPE_CHECKING:
     import torch
 
-STAGES = ("vision", "tower")  # "decoder" (FastV, DART inside the language model) is not lowered yet
-NEEDS = ("cls_attention", "layer_attention", "keys", "features")
+STAGES = ("vision", "tower", "decoder")
+# decoder_attention: the last prompt token's attention row in the decoder layer before the one a
+# decoder-stage method prunes at (fp32, per head)
+NEEDS = ("cls_attention", "layer_attention", "keys", "features", "decoder_attention")
 ENTRY_POINT_GROUP = "edgecompress.methods"
 
 
@@ -61,6 +65,21 @@ class VisionInputs(NamedTuple):
     sources: "torch.Tensor | None" = None  # [B,N'] the patch each token stands for, after a tower-stage merge
 
 
+class DecoderInputs(NamedTuple):
+    """What a decoder-stage method reads at the decoder layer it prunes at:
+
+    - ``hidden`` [B,S,D]: the hidden states entering that layer, the whole prompt;
+    - ``attention`` [B,H,S] fp32: the previous layer's attention row of the last prompt token;
+    - ``image_start``, ``image_tokens``: where the image tokens lie in the prompt (fixed by the
+      bundle's chat template, so they are constants of the graph).
+    """
+
+    hidden: "torch.Tensor"
+    attention: "torch.Tensor"
+    image_start: int
+    image_tokens: int
+
+
 def _same_k(k: int, side: int) -> int:
     return k
 
@@ -85,7 +104,7 @@ class Method:
     select: Callable[[VisionInputs, int], tuple["torch.Tensor", "torch.Tensor"]]
     stage: str = "vision"
     needs: tuple[str, ...] = ("features",)
-    score: Callable[[VisionInputs], "torch.Tensor"] | None = None  # per-patch scores select ranks by, [B,N]
+    score: Callable[[Any], "torch.Tensor"] | None = None  # per-token scores select ranks by, [B,N] (from VisionInputs; DecoderInputs for a decoder method)
     output_k: Callable[[int, int], int] = _same_k  # tokens emitted for a budget of K on a side x side grid
     details: Callable[[int, int, int], dict[str, Any]] = _no_details  # manifest method_details beyond the summary
     constants: Callable[[int, int, int], dict[str, "torch.Tensor"]] = _no_constants  # (N, side, K) -> tensors fixed at export
@@ -102,6 +121,10 @@ class Method:
     # merge in each layer up to the feature layer, ``merge(x, size, sources, metric, r)`` one step.
     merge_schedule: Callable[[int, int, int], list[int]] | None = None
     merge: Callable[..., Any] | None = None
+    # A ``decoder`` method prunes inside the language model: ``select(DecoderInputs, k)`` returns
+    # the pruned hidden states [B, S - N + K, D] and the kept image tokens [B, K] (0..N-1), at
+    # decoder layer ``default_layer`` unless the user names another (--layer).
+    default_layer: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -114,12 +137,39 @@ class Method:
 
         if (self.stage == "tower") != (self.merge is not None and self.merge_schedule is not None):
             raise EdgeCompressError(f"method {self.name!r}: a tower-stage method gives merge_schedule and merge")
+        if (self.stage == "decoder") != (self.default_layer is not None):
+            raise EdgeCompressError(f"method {self.name!r}: a decoder-stage method, and only one, gives default_layer")
+        decoder_needs = {"decoder_attention"}
+        if (self.stage == "decoder" and not set(self.needs) <= decoder_needs) or (
+                self.stage != "decoder" and decoder_needs & set(self.needs)):
+            raise EdgeCompressError(f"method {self.name!r}: a {self.stage}-stage method cannot need "
+                                    f"{', '.join(self.needs)}",
+                                    hint="Inside the language model a method reads decoder_attention; "
+                                         "on the vision side: cls_attention, layer_attention, keys, features.")
         if ("layer_attention" in self.needs) != (self.attention_layers is not _no_layers):
             raise EdgeCompressError(f"method {self.name!r}: `layer_attention` in needs and `attention_layers` go together")
 
     @property
     def needs_cls_attention(self) -> bool:
         return "cls_attention" in self.needs
+
+    def resolve_layer(self, layer: int | None, num_layers: int | None) -> int | None:
+        """The decoder layer a decoder-stage method prunes at: ``layer`` (--layer) or its default,
+        checked against the language model's ``num_layers`` where known. L is in 1 .. layers - 1:
+        the method reads layer L-1's attention, and pruning after the last layer changes nothing.
+        None for the other stages, which refuse a layer."""
+        if self.stage != "decoder":
+            if layer is not None:
+                raise EdgeCompressError(f"--layer is for methods that prune inside the language model; {self.name!r} "
+                                        f"acts at the {self.stage} stage",
+                                        hint="Drop --layer, or use --method fastv.")
+            return None
+        layer = self.default_layer if layer is None else layer
+        if num_layers is not None and not 1 <= layer < num_layers:
+            raise EdgeCompressError(f"--layer {layer} is outside the range {self.name} can prune at: the language model "
+                                    f"has {num_layers} layers (0..{num_layers - 1}) and layer L reads layer L-1's attention",
+                                    hint=f"Use a layer from 1 to {num_layers - 1} ({self.name}'s default is {self.default_layer}).")
+        return layer
 
     def layers_read(self, feature_layer: int) -> tuple[int, ...]:
         """The encoder layers whose CLS attention the host computes for this method."""

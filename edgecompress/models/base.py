@@ -1,6 +1,8 @@
 """What every family adapter shares: the loaded parts, the language model's facts, the tokenizer
 and chat template the runtime needs, and the decoder graph (one graph for prefill and decode,
-the KV cache as flat inputs and outputs).
+the KV cache as flat inputs and outputs). A method that prunes inside the language model
+(FastV) gets two graphs instead, from :mod:`edgecompress.models.pruned_decoder`: a prefill that
+prunes, and decode steps whose pruned layers hold shorter caches.
 
 A family adapter (``edgecompress/models/<family>.py``, registered in
 :mod:`edgecompress.families`) subclasses :class:`FamilyAdapter` and adds its vision side:
@@ -22,7 +24,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import DecoderPlan, VisionPlan, decoder_spec, torch_dtype
+from edgecompress.graph.spec import DecoderPlan, VisionPlan, decoder_spec, past_axis, prefill_spec, torch_dtype
 
 
 @dataclass
@@ -93,6 +95,54 @@ class FamilyAdapter:
         spec = decoder_spec(lm["num_layers"], lm["num_kv_heads"], lm["head_dim"], lm["hidden_size"],
                             lm["vocab_size"], precision)
         return DecoderPlan(self.decoder(), (embeds, positions, *past), spec, shapes, lm)
+
+    def plan_pruned_decoder(self, method, layer: int, image_start: int, image_tokens: int, k: int,
+                            precision: str) -> tuple[DecoderPlan, DecoderPlan]:
+        """A decoder-stage method's two language-model graphs: the prefill that prunes the image
+        tokens at decoder ``layer`` (the image at ``image_start``, N = ``image_tokens`` of them,
+        K = ``k`` kept) and the decode step whose caches from ``layer`` on are shorter."""
+        from torch.export import Dim
+
+        from edgecompress.models.pruned_decoder import PrunedPrefill, SplitCacheDecoder
+
+        lm = self.language_model_facts()
+        method.resolve_layer(layer, lm["num_layers"])
+        dtype = torch_dtype(precision)
+        limit = lm["max_position_embeddings"]
+        shortest = image_start + image_tokens + 1  # at least one text token after the image
+        if shortest > limit:
+            raise EdgeCompressError(f"the prompt's image ends at token {shortest - 1}, past the language model's "
+                                    f"{limit} positions")
+        dims = (lm["num_layers"], lm["num_kv_heads"], lm["head_dim"], lm["hidden_size"], lm["vocab_size"], precision)
+        length = shortest + DECODER_EXAMPLE_SEQUENCE
+        sequence = Dim("sequence", min=shortest, max=limit)
+        prefill = DecoderPlan(
+            PrunedPrefill(self, method, layer, image_start, image_tokens, k).eval(),
+            (torch.randn(1, length, lm["hidden_size"], dtype=dtype), torch.arange(length)[None]),
+            prefill_spec(*dims, layer=layer, image_tokens=image_tokens, kept=k),
+            {"inputs_embeds": {1: sequence}, "position_ids": {1: sequence}},
+            lm,
+        )
+        # example caches of different lengths, so torch.export keeps the two axes apart
+        lengths = {"past": DECODER_EXAMPLE_PAST + 2, "past_pruned": DECODER_EXAMPLE_PAST}
+        axes = {"past": Dim("past", min=0, max=limit), "past_pruned": Dim("past_pruned", min=0, max=limit)}
+        kv = (1, lm["num_kv_heads"], None, lm["head_dim"])
+        past, past_shapes = [], []
+        for i in range(lm["num_layers"]):
+            axis = past_axis(i, layer)
+            past += [torch.randn(kv[0], kv[1], lengths[axis], kv[3], dtype=dtype) for _ in range(2)]
+            past_shapes += [{2: axes[axis]}, {2: axes[axis]}]
+        step = Dim("sequence", min=1, max=limit)
+        start = lengths["past"]
+        decode = DecoderPlan(
+            SplitCacheDecoder(self, layer).eval(),
+            (torch.randn(1, DECODER_EXAMPLE_SEQUENCE, lm["hidden_size"], dtype=dtype),
+             torch.arange(start, start + DECODER_EXAMPLE_SEQUENCE)[None], *past),
+            decoder_spec(*dims, pruned_from=layer),
+            {"inputs_embeds": {1: step}, "position_ids": {1: step}, "past": tuple(past_shapes)},
+            lm,
+        )
+        return prefill, decode
 
     def decoder(self) -> nn.Module:
         """The PyTorch module the decoder graph is exported from.

@@ -5,6 +5,9 @@ A backend runs the bundle's two graphs:
 - ``vision(feeds) -> (image_embeds [1,K,D], kept_indices [1,K])``, ``feeds`` the vision graph's
   inputs by name (``pixel_values``; for LLaVA-NeXT also ``grid_index`` and ``tile_mask``)
 - ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
+- ``prefill(inputs_embeds [1,S,D], position_ids [1,S]) -> (logits [1,1,V], kept_indices [1,K], present)``,
+  only for a bundle whose method prunes inside the language model (a ``prefill`` graph; FastV):
+  the caches of its pruned layers hold S - N + K tokens, the others S.
 
 ``past``/``present`` are lists of (key, value) arrays per layer, [1, kv_heads, P, head_dim].
 """
@@ -31,6 +34,8 @@ class Backend(Protocol):
     def decoder(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, past: KV) -> tuple[np.ndarray, KV]: ...
 
     def empty_past(self) -> KV: ...
+
+    def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, KV]: ...
 
 
 def _session(ort, bundle: Path, relative: str, options, providers):
@@ -76,6 +81,7 @@ class OnnxRuntimeBackend:
                 )
         self._vision = _session(ort, bundle, graphs["vision"].file, options, providers)
         self._decoder = _session(ort, bundle, graphs["decoder"].file, options, providers)
+        self._prefill = _session(ort, bundle, graphs["prefill"].file, options, providers) if "prefill" in graphs else None
         lm = manifest.language_model
         self._layers = lm.num_layers
         self._kv_shape = (1, lm.num_kv_heads, 0, lm.head_dim)
@@ -100,6 +106,15 @@ class OnnxRuntimeBackend:
         outputs = self._decoder.run(None, feeds)
         present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
         return outputs[0], present
+
+    def prefill(self, inputs_embeds, position_ids):
+        if self._prefill is None:
+            raise EdgeCompressError("this bundle has no prefill graph (its method prunes before the language model)",
+                                    hint="Prefill with decoder() and an empty cache.")
+        feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
+        outputs = self._prefill.run(None, feeds)
+        present = [(outputs[2 + 2 * i], outputs[3 + 2 * i]) for i in range(self._layers)]
+        return outputs[0], outputs[1], present
 
 
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")

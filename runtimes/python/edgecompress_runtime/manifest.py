@@ -85,6 +85,19 @@ class LanguageModel:
 
 
 @dataclass(frozen=True)
+class DecoderPruning:
+    """A method that prunes inside the language model (FastV): the ``prefill`` graph keeps
+    ``kept_image_tokens`` of the ``image_tokens`` image tokens at decoder ``layer``; the image
+    must start at token ``image_start`` of the prompt (the graph holds that place as a constant)."""
+
+    method: str
+    layer: int
+    image_start: int
+    image_tokens: int
+    kept_image_tokens: int
+
+
+@dataclass(frozen=True)
 class EngineGraph:
     file: str
     sha256: str
@@ -132,6 +145,7 @@ class Manifest:
     packing: dict[str, Any] = field(default_factory=dict)  # LLaVA-NeXT: how image tokens are packed
     newline_file: str | None = None  # LLaVA-NeXT unpruned: the image-newline embedding
     random_weights: bool = False
+    decoder_pruning: DecoderPruning | None = None  # FastV: the prefill graph prunes at a decoder layer
 
     @property
     def recipe_name(self) -> str:
@@ -180,6 +194,12 @@ class Manifest:
         limits = top.table("limits", optional=True)
         packing = top.get("packing", dict, optional=True) or {}
         newline = packing.get("newline") if packing.get("kind") == "anyres-newline" else None
+        pruning = top.table("decoder_pruning", optional=True)
+        decoder_pruning = None if pruning is None else DecoderPruning(
+            pruning.get("method", str), pruning.get("layer", int), pruning.get("image_start", int),
+            pruning.get("image_tokens", int), pruning.get("kept_image_tokens", int))
+        if decoder_pruning is not None and "prefill" not in graphs:
+            raise _malformed(source, "graphs.prefill", "a prefill graph (the manifest has decoder_pruning)")
         return cls(
             data=data,
             method=top.get("method", str),
@@ -203,6 +223,7 @@ class Manifest:
             packing=packing,
             newline_file=newline if isinstance(newline, str) or newline is None else str(newline),
             random_weights=bool(data.get("random_weights")),
+            decoder_pruning=decoder_pruning,
         )
 
     def paths(self) -> list[str]:

@@ -64,6 +64,9 @@ class Pipeline:
         self.eos_token_ids = set(manifest.eos_token_ids)
         self.max_sequence = manifest.max_sequence
         self.prompt_template = manifest.prompt_template
+        self.pruning = manifest.decoder_pruning  # FastV: the prefill graph prunes inside the language model
+        if self.pruning is not None:  # the language model reads every image token; the prefill keeps K
+            self.k = self.pruning.image_tokens
         self.anyres = manifest.anyres  # LLaVA-NeXT: tiling, and how image tokens are packed
         self.vision_inputs = [t.name for t in manifest.graphs["vision"].inputs]
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
@@ -90,6 +93,13 @@ class Pipeline:
             raise EdgeCompressError(
                 f"the prompt must hold exactly one image placeholder, found {count}",
                 hint="Do not write the image token (<image>) in the prompt text; the template adds it.",
+            )
+        if self.pruning is not None and ids.index(self.image_token_id) != self.pruning.image_start:
+            raise EdgeCompressError(
+                f"the image is at token {ids.index(self.image_token_id)} of this prompt; this {self.pruning.method} bundle's "
+                f"prefill graph prunes the image tokens from token {self.pruning.image_start} (the place its chat "
+                "template gives them)",
+                hint="Keep the bundle's prompt template as exported (the prompt text goes after the image), or re-export.",
             )
         return ids
 
@@ -171,7 +181,11 @@ class Pipeline:
         )
         length = embeds.shape[1]
         t = time.perf_counter()
-        logits, past = self.backend.decoder(embeds, np.arange(length, dtype=np.int64)[None], self.backend.empty_past())
+        positions = np.arange(length, dtype=np.int64)[None]
+        if self.pruning is not None:  # pruned at a decoder layer: the kept tokens are the prefill's
+            logits, kept, past = self.backend.prefill(embeds, positions)
+        else:
+            logits, past = self.backend.decoder(embeds, positions, self.backend.empty_past())
         timings["prefill_s"] = time.perf_counter() - t
         timings["ttft_s"] = time.perf_counter() - start
         prefill_logits = logits[0, -1].astype(np.float32)
@@ -195,6 +209,7 @@ class Pipeline:
                     emitted = text
             if len(generated) >= max_new_tokens:
                 break
+            # original positions: after a pruning prefill too, the next token sits after the whole prompt
             position = np.array([[length + len(generated) - 1]], dtype=np.int64)
             logits, past = self.backend.decoder(self.embed([token]), position, past)
             steps += 1

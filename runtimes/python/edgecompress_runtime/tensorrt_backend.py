@@ -125,6 +125,8 @@ class TensorRTBackend:
         self._layers = lm.num_layers
         self._empty = np.zeros((1, lm.num_kv_heads, 0, lm.head_dim), dtype=np.dtype(decoder.input("past.0.key").dtype))
         self._embeds_dtype = np.dtype(decoder.input("inputs_embeds").dtype)
+        # after a pruning prefill graph (FastV) the decoder engine has one profile: decode
+        self._decode_profile = 0 if manifest.decoder_pruning is not None else 1
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], optimization_profile: int | None = None) -> dict[str, np.ndarray]:
         trt, cudart = self.trt, self.cudart
@@ -177,6 +179,15 @@ class TensorRTBackend:
         for i, (key, value) in enumerate(past):
             feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = key, value
         prefill = past[0][0].shape[2] == 0
-        out = self._run("decoder", feeds, optimization_profile=0 if prefill else 1)
+        out = self._run("decoder", feeds, optimization_profile=0 if prefill else self._decode_profile)
         present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self._layers)]
         return out["logits"], present
+
+    def prefill(self, inputs_embeds, position_ids):
+        if "prefill" not in self._engines:
+            raise EdgeCompressError("this bundle has no prefill engine (its method prunes before the language model)",
+                                    hint="Prefill with decoder() and an empty cache.")
+        feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
+        out = self._run("prefill", feeds, optimization_profile=0)
+        present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self._layers)]
+        return out["logits"], out["kept_indices"], present
