@@ -6,9 +6,10 @@
 
 For each method and budget it exports a bundle (fp32), runs `edgecompress validate` on the test
 split (the bundle in ONNX Runtime, the pruned and unpruned model in PyTorch; the unpruned
-answers are computed once and shared by every bundle), times the bundle's vision graph in ONNX
-Runtime on the CPU (median of --runs on one test image, in the same run as every other row, so
-the column compares methods on one machine), and prints a Markdown table; it writes the table,
+answers are computed once and shared by every bundle), times the bundle's vision graph and its
+prefill (the language model over the prompt, up to the first token) in ONNX Runtime on the CPU
+(medians of --runs on the first test question, in the same run as every other row, so the
+columns compare methods on one machine; --retime re-measures the vision column only), and prints a Markdown table; it writes the table,
 a JSON of every summary and a PNG plot of accuracy against budget (drawn with PIL) into --out.
 `none` is the unpruned model (100%).
 """
@@ -49,6 +50,19 @@ def vision_ms(bundle: Path, image: Path, runs: int) -> float:
         session.run(None, {name: pixels})
         times.append(1000 * (clock.perf_counter() - start))
     return statistics.median(times)
+
+
+def prefill_ms(bundle: Path, image: Path, question: str, runs: int) -> float:
+    """Median time of the bundle's prefill (ONNX Runtime, CPU): the language model over the whole
+    prompt, image tokens included, up to the first token's logits (FastV prunes inside it)."""
+    import statistics
+
+    from edgecompress_runtime import Pipeline
+
+    pipe = Pipeline.load(bundle)
+    pipe.generate_full(image, question, max_new_tokens=1)  # warm-up
+    return statistics.median(1000 * pipe.generate_full(image, question, max_new_tokens=1).timings["prefill_s"]
+                             for _ in range(runs))
 
 
 def plot(results: dict[str, dict[float, float]], path: Path, title: str) -> None:
@@ -115,13 +129,14 @@ def report(summaries: list[dict], out: Path, model: str, test: Path) -> None:
              + (f"; without the image (the train split's most frequent answer to each question) {prior:.1%}"
                 if prior is not None else ""), "",
              "| method | budget | K | accuracy | retained (of unpruned) | " + " | ".join(summaries[0]["by_type"]) +
-             " | bundle = PyTorch pruned | vision ms (ORT CPU) |",
-             "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|---|"]
+             " | bundle = PyTorch pruned | vision ms (ORT CPU) | prefill ms (ORT CPU) |",
+             "|---|---|---|---|---|" + "---|" * len(summaries[0]["by_type"]) + "---|---|---|"]
     for s in summaries:
         by_type = " | ".join(f"{entry['bundle']:.0%}" for entry in s["by_type"].values())
         retained = f"{s['accuracy'] / unpruned:.1%}" if unpruned else "-"
         lines.append(f"| {s['method']} | {s['budget']} | {s['k']} | {s['accuracy']:.1%} | "
-                     f"{retained} | {by_type} | {s['agreement']['bundle_vs_pytorch_pruned']:.0%} | {s['vision_ms']:.2f} |")
+                     f"{retained} | {by_type} | {s['agreement']['bundle_vs_pytorch_pruned']:.0%} | {s['vision_ms']:.2f} | "
+                     + (f"{s['prefill_ms']:.2f} |" if "prefill_ms" in s else "- |"))
     table = "\n".join(lines)
     (out / "sweep.md").write_text(table + "\n")
     print("\n" + table)
@@ -141,7 +156,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="data set seed when it is made")
     parser.add_argument("--budgets", default="5%,10%,20%,30%,50%",
                         help="100%% is the unpruned row (`none`), measured once")
-    parser.add_argument("--methods", default="hired,vtc-cls,visionzip,divprune,dart,tome,tome+hired,random,pool")
+    parser.add_argument("--methods", default="hired,vtc-cls,visionzip,divprune,dart,tome,tome+hired,fastv,random,pool")
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each vision graph")
     parser.add_argument("--out", type=Path, default=Path("out/sweep"))
     parser.add_argument("--retime", action="store_true",
@@ -165,7 +180,8 @@ def main() -> int:
     if not test.exists():
         generate_shapes(args.data, count=args.count, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    first_image = test.parent / json.loads(test.read_text().splitlines()[0])["image"]
+    first = json.loads(test.read_text().splitlines()[0])
+    first_image, first_question = test.parent / first["image"], first["question"]
     if args.retime:
         summaries = json.loads((args.out / "sweep.json").read_text())
         with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +212,8 @@ def main() -> int:
                 print(f"{method:9} {budget:>5}  not exported: {err}", flush=True)
                 continue
             summary, _ = validate_bundle(bundle, test, unpruned_cache=unpruned)
-            summary.update(method=method, budget=budget, vision_ms=vision_ms(bundle, first_image, args.runs))
+            summary.update(method=method, budget=budget, vision_ms=vision_ms(bundle, first_image, args.runs),
+                           prefill_ms=prefill_ms(bundle, first_image, first_question, args.runs))
             summaries.append(summary)
             print(f"{method:9} {budget:>5}  K={summary['k']:4d}  bundle {summary['accuracy']:.1%}  "
                   f"vision {summary['vision_ms']:.2f} ms  ({time.time() - start:.0f}s)", flush=True)
