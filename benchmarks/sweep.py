@@ -217,6 +217,7 @@ def main() -> int:
             summaries.append(summary)
             print(f"{method:9} {budget:>5}  K={summary['k']:4d}  bundle {summary['accuracy']:.1%}  "
                   f"vision {summary['vision_ms']:.2f} ms  ({time.time() - start:.0f}s)", flush=True)
+    summaries.sort(key=lambda s: s["method"] != "none")  # the unpruned row first (an --add may bring it)
     (args.out / "sweep.json").write_text(json.dumps(summaries, indent=1))
     report(summaries, args.out, args.model, test)
     return 0

@@ -33,9 +33,13 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def default_bundle_name(model_name: str, method: str, budget_spec: str) -> str:
+def default_bundle_name(model_name: str, method: str, budget_spec: str, layer: int | None = None) -> str:
+    """out/<model>-<method>[-l<layer>]-b<percent> (or -k<count>); the layer only when --layer is given,
+    so bundles pruned at different decoder layers do not overwrite one another."""
     if method == "none":
         return f"{model_name}-none"
+    if layer is not None:
+        method = f"{method}-l{layer}"
     kind, value = parse_budget(budget_spec)
     if kind == "count":
         return f"{model_name}-{method}-k{value}"
@@ -107,7 +111,7 @@ def export_bundle(
         raise EdgeCompressError(f"--vision-only with --method {method}: it prunes inside the language model, "
                                 "so its vision graph alone keeps every token",
                                 hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
-    out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget)
+    out = Path(out) if out else DEFAULT_OUT_ROOT / default_bundle_name(spec.name, method, budget, layer)
     check_destination(out, force)
     # torch, transformers and onnx load only now: a mistyped option is refused in a second
     from edgecompress.graph.export import export_onnx

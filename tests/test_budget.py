@@ -59,3 +59,4 @@ def test_default_bundle_names():
     assert default_bundle_name("tiny-llava-random", "hired", "115") == "tiny-llava-random-hired-k115"
     assert default_bundle_name("tiny-llava-random", "hired", "12.5%") == "tiny-llava-random-hired-b12p5"
     assert default_bundle_name("tiny-llava-random", "none", "100%") == "tiny-llava-random-none"
+    assert default_bundle_name("tiny-llava", "fastv", "20%", layer=3) == "tiny-llava-fastv-l3-b20"  # --layer given
