@@ -76,6 +76,17 @@ def tiny_checkpoint(tiny_spec) -> Path:
 
 
 @pytest.fixture(scope="session")
+def eager(tiny_checkpoint):
+    """The tiny checkpoint loaded by transformers with eager attention (attentions returned, keys
+    hookable): what the authors' algorithms in the tests are written against."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint, attn_implementation="eager",
+                                                         dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
 def processor(tiny_checkpoint):
     from transformers import AutoProcessor
 

@@ -34,14 +34,6 @@ HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 
 
 @pytest.fixture(scope="module")
-def eager(tiny_checkpoint):
-    from transformers import LlavaForConditionalGeneration
-
-    return LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint, attn_implementation="eager",
-                                                         dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
 def fastv_bundle(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("fastv") / "bundle"
     return export_bundle("tiny-llava-random", method="fastv", budget="20%", precision="fp32", layer=LAYER, out=out)

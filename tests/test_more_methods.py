@@ -32,14 +32,6 @@ HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 
 
 @pytest.fixture(scope="module")
-def eager(tiny_checkpoint):
-    from transformers import LlavaForConditionalGeneration
-
-    return LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint, attn_implementation="eager",
-                                                         dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
 def method_bundles(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("more-methods")
     return {m: export_bundle("tiny-llava-random", method=m, budget="20%", precision="fp32", out=root / m) for m in METHODS}

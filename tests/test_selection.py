@@ -11,20 +11,11 @@ from tests.helpers import assert_same_selection
 IMAGES = ["noise", "flat", "scene"]
 
 
-@pytest.fixture(scope="module")
-def eager_model(tiny_checkpoint):
-    """The same checkpoint loaded by transformers with eager attention, so attentions are returned."""
-    from transformers import LlavaForConditionalGeneration
-
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint, attn_implementation="eager", dtype=torch.float32)
-    return model.eval()
-
-
-def reference_hired(eager_model, pixel_values, k, feature_layer):
+def reference_hired(eager, pixel_values, k, feature_layer):
     """HiRED for LLaVA-1.5 written plainly from the paper's recipe and transformers' attentions:
     layer L's CLS row over the patch columns, summed over heads, top-K, raster order."""
     with torch.no_grad():
-        out = eager_model.model.vision_tower(pixel_values, output_attentions=True)
+        out = eager.model.vision_tower(pixel_values, output_attentions=True)
     cls_row = out.attentions[feature_layer][0, :, 0, 1:]  # [heads, N]
     score = cls_row.sum(dim=0)
     keep = torch.topk(score, k).indices
@@ -33,11 +24,11 @@ def reference_hired(eager_model, pixel_values, k, feature_layer):
 
 @pytest.mark.parametrize("image", IMAGES)
 @pytest.mark.parametrize("k", [115, 57, 288])
-def test_hired_indices_equal_a_plain_reimplementation(tiny_fp32, eager_model, pixels, image, k):
+def test_hired_indices_equal_a_plain_reimplementation(tiny_fp32, eager, pixels, image, k):
     module = pruned_vision(tiny_fp32, get_method("hired"), k)
     with torch.no_grad():
         embeds, kept = module(pixels[image])
-    expected, score = reference_hired(eager_model, pixels[image], k, tiny_fp32.feature_layer)
+    expected, score = reference_hired(eager, pixels[image], k, tiny_fp32.feature_layer)
     # Our q/k recomputation and transformers' eager attention differ by a few float32 ulps, so
     # the selections must agree under the fp32 tie band (edgecompress.parity: 1e-5 of the
     # cut-off score): identical for noise and scene (cut-off gaps of 300 to 97,000 ulps); the
