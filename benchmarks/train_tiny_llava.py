@@ -303,7 +303,6 @@ class Teacher:
         if student_side % self.side:
             raise ValueError(f"a {student_side}x{student_side} grid does not refine the teacher's {self.side}x{self.side}")
         self.ratio = student_side // self.side
-        self.layers = vc.num_hidden_layers
 
     def start(self, model, feature_index: int) -> None:
         """Copy the teacher's weights into ``model``: all but the tower's patch grid as they are,
