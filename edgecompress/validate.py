@@ -104,10 +104,11 @@ class TorchPipelines:
         # The pruned PyTorch module the bundle was exported from (same method and budget). An
         # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is
         # transformers itself.
-        self.vision = None if manifest.packs_newlines else self.adapter.plan_vision(method, manifest.budget_spec, manifest.precision).module
         self.pruned_decoder = None  # a method that prunes inside the language model: its prefill and decode modules
         pruning = manifest.decoder_pruning
-        if pruning is not None:
+        if pruning is None:
+            self.vision = None if manifest.packs_newlines else self.adapter.plan_vision(method, manifest.budget_spec, manifest.precision).module
+        else:
             self.vision = self.adapter.plan_vision(get_method("none"), "100%", manifest.precision).module
             prefill, decode = self.adapter.plan_pruned_decoder(method, pruning.layer, pruning.image_start,
                                                                pruning.image_tokens, pruning.kept_image_tokens,
