@@ -37,8 +37,14 @@ class RichSteps(Steps):
         self._status = None
 
     def started(self, key, description):
+        self._description = description
         self._status = console.status(f"{description}...")
         self._status.start()
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        """Counts within the running step, on its spinner line."""
+        if self._status is not None:
+            self._status.update(f"{self._description}... {phase} {done}/{total}")
 
     def _stop(self):
         if self._status is not None:
@@ -269,6 +275,140 @@ def inspect(
         raise typer.Exit(1)
 
 
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress bench out/tiny-llava-hired-b20                                   [dim]# ONNX Runtime, CPU[/dim]\n\n"
+        "  edgecompress bench out/tiny-llava-none-b100 out/tiny-llava-hired-b50 out/tiny-llava-hired-b20 --runs 20\n\n"
+        "  edgecompress bench out/llava-hired-b20 --backend tensorrt --profile jetson-orin-nano-8gb   [dim]# + tegrastats power[/dim]\n\n"
+        "  edgecompress bench out/tiny-llava-hired-b20 --prompt-tokens 128 --new-tokens 64 --image-size 1920x1080"
+    )
+)
+def bench(
+    bundles: list[Path] = typer.Argument(..., help="One or more bundle folders; several are timed one after the other in this run and compared in one table."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu), or tensorrt (engines from `edgecompress build`)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Target profile: the predicted column (its peak TFLOP/s and bandwidth) and, with --backend tensorrt, whose engines to run."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed runs first (sessions allocate, kernels are chosen)."),
+    runs: int = typer.Option(10, "--runs", "-r", help="Timed runs per bundle."),
+    prompt_tokens: int = typer.Option(32, "--prompt-tokens", help="Text tokens of the prompt (chat template included), besides the image's."),
+    new_tokens: int = typer.Option(32, "--new-tokens", "-n", help="Tokens generated per run (end-of-sequence ignored, so every run decodes as many)."),
+    image_size: str = typer.Option("640x480", "--image-size", help="Width x height of the seeded test image."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the test image."),
+    threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0: its default, one per core)."),
+    tegrastats: str = typer.Option("auto", "--tegrastats", help="Power through tegrastats: auto (where it is on PATH, i.e. a Jetson), on (required), off."),
+    interval: int = typer.Option(100, "--interval", help="tegrastats sampling interval, ms."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="With several bundles: folder for the side-by-side table, JSON and PNG. Default: out/bench."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON instead of tables."),
+):
+    """Time a bundle stage by stage (preprocess, vision, prefill, TTFT, decode per token, end to end) with p50/p90,
+    memory, predicted limits from the profile and, on a Jetson, power. Writes BUNDLE/reports/bench-<time>.json and .md."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from edgecompress.bench.runner import BenchSettings, bench_bundle
+    from edgecompress_runtime.bundle import read_manifest
+
+    try:
+        width, height = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        raise EdgeCompressError(f"--image-size must be WIDTHxHEIGHT, e.g. 640x480, got {image_size!r}") from None
+    settings = BenchSettings(backend=backend, profile=profile, warmup=warmup, runs=runs, prompt_tokens=prompt_tokens,
+                             new_tokens=new_tokens, width=width, height=height, seed=seed, threads=threads,
+                             tegrastats=tegrastats, interval_ms=interval)
+    settings.check()
+    if profile is not None:
+        from edgecompress.engine.profiles import load_profile
+
+        load_profile(profile)  # an unknown profile fails before any bundle loads
+    for bundle in bundles:  # a mistyped fourth bundle fails now, not after three have run
+        read_manifest(bundle)
+    reports = []
+    interrupted = False
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        for bundle in bundles:
+            task = progress.add_task(f"{bundle.name}: loading", total=None)
+
+            def update(phase, done, total, task=task, name=bundle.name):
+                progress.update(task, description=f"{name}: {'warm-up' if phase == 'warmup' else 'timed runs'}",
+                                completed=done, total=total)
+
+            try:
+                report, path = bench_bundle(bundle, settings, on_progress=update)
+            except KeyboardInterrupt:  # before any timed run of this bundle: keep the bundles already done
+                interrupted = True
+                break
+            progress.remove_task(task)
+            reports.append(report)
+            if not as_json:
+                console.print(f"[green]✓[/green] {bundle.name}: report written to [bold]{path}[/bold]", soft_wrap=True)
+            if report["interrupted"]:
+                interrupted = True
+                break
+    if as_json and reports:
+        out_console.print_json(json.dumps(reports[0] if len(reports) == 1 else reports))
+    else:
+        from edgecompress.bench.report import markdown
+
+        for report in reports:
+            out_console.print(markdown(report) + "\n", soft_wrap=True)
+    if len(reports) > 1:
+        from edgecompress.bench.report import side_by_side, write_comparison
+
+        paths = write_comparison(out or Path("out/bench"), reports)
+        if not as_json:
+            out_console.print(side_by_side(reports), soft_wrap=True)
+            console.print("Comparison written to " + ", ".join(f"[bold]{p}[/bold]" for p in paths), soft_wrap=True)
+    if interrupted:
+        _interrupted_kept()  # exit 130, after writing what was measured
+
+
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress sweep tiny-llava --budgets 100%,50%,20%,10% --dataset out/data-shapes/test.jsonl --max-accuracy-drop 2%\n\n"
+        "  edgecompress sweep llava --budgets 100%,30%,20%,10% --dataset vqa.jsonl --limit 200 --backend tensorrt --profile rtx-4090\n\n"
+        "  edgecompress sweep tiny-llava --method vtc-cls --budgets 100%,20%,10% --dataset out/data-shapes/test.jsonl --bundles out/sweep-vtc"
+    )
+)
+def sweep(
+    model: str = typer.Argument(..., help="Recipe name or alias, recipe .toml, or a local llava-hf folder."),
+    dataset: Path = typer.Option(..., "--dataset", "-d", help='JSONL, one {"image", "question", "answer", "type"} object a line.'),
+    budgets: str = typer.Option("100%,50%,20%,10%", "--budgets", help="Comma-separated budgets; 100% is the unpruned bundle (method none)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Token-selection method. Default: the recipe's (hired)."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 or fp16. Default: the recipe's."),
+    max_accuracy_drop: Optional[str] = typer.Option(None, "--max-accuracy-drop", help="Name the smallest budget whose accuracy is within this many points of the unpruned model's (2% = 2 points, absolute)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    bundles: Path = typer.Option(Path("out"), "--bundles", help="Folder of the bundles: one already at a budget's default name (same method, budget and precision) is reused, the others exported."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for sweep.json, sweep.md and sweep.png. Default: <bundles>/sweep-<model>-<method>."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="How the bundles run (validate and bench): onnxruntime, onnxruntime-cuda or tensorrt."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Target profile: predicted limits, and with --backend tensorrt whose engines run."),
+    runs: int = typer.Option(5, "--runs", "-r", help="Timed bench runs per budget."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed bench runs per budget."),
+    new_tokens: int = typer.Option(16, "--new-tokens", "-n", help="Tokens generated per bench run."),
+):
+    """Export, validate and bench MODEL at several budgets: accuracy against K and TTFT, the Pareto front, and the
+    smallest budget within --max-accuracy-drop of the unpruned accuracy."""
+    from edgecompress.bench.runner import BenchSettings
+    from edgecompress.bench.sweep import markdown, parse_drop, run_sweep
+
+    _quiet_libraries()
+    drop = parse_drop(max_accuracy_drop) if max_accuracy_drop is not None else None
+    points = [b.strip() for b in budgets.split(",") if b.strip()]
+    if not points:
+        raise EdgeCompressError("--budgets is empty", hint="Give budgets such as --budgets 100%,20%,10%.")
+    settings = BenchSettings(backend=backend, profile=profile, runs=runs, warmup=warmup, new_tokens=new_tokens,
+                             tegrastats="off")
+    steps = RichSteps()
+    result = run_sweep(model, points, dataset, method=method, precision=precision, limit=limit, bundles=bundles,
+                       out=out, settings=settings, max_drop=drop, steps=steps, on_progress=steps.progress)
+    out_console.print(markdown(result), soft_wrap=True)
+    console.print("Written: " + ", ".join(f"[bold]{f}[/bold]" for f in result["files"]), soft_wrap=True)
+    if drop is not None and result["pick"] is None:
+        raise typer.Exit(1)
+
+
 dataset_app = typer.Typer(help="Generate visual-QA data sets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
@@ -396,6 +536,11 @@ def _on_signal(signum, frame):
 
     _interrupts.append(signum)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted_kept() -> None:
+    console.print("[yellow]interrupted[/yellow]: the runs completed before Ctrl-C are reported above")
+    sys.exit(130)
 
 
 def _interrupted() -> None:

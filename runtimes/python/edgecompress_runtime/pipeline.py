@@ -160,7 +160,10 @@ class Pipeline:
         *,
         max_new_tokens: int = 64,
         on_text: Callable[[str], None] | None = None,
+        ignore_eos: bool = False,
     ) -> Generation:
+        """Greedy generation with timings. ``ignore_eos``: generate exactly ``max_new_tokens``
+        (an end-of-sequence token is kept as any other), as benchmarks need a fixed decode length."""
         if max_new_tokens < 1:
             raise EdgeCompressError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         timings: dict[str, float] = {}
@@ -198,7 +201,7 @@ class Pipeline:
         next_logits = prefill_logits
         while True:
             token = int(np.argmax(next_logits))
-            if token in self.eos_token_ids:
+            if token in self.eos_token_ids and not ignore_eos:
                 stopped_by = "eos"
                 break
             generated.append(token)
