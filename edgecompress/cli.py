@@ -489,11 +489,14 @@ def list_(what: ListWhat = typer.Argument(..., help="What to list: models, metho
     elif what is ListWhat.profiles:
         from edgecompress.engine.profiles import builtin_profiles
 
-        for col in ("profile", "backend", "SM", "memory", "precision", "prompt/output tokens", "description"):
-            table.add_column(col)
+        numbers = ("fp16 TFLOP/s", "GB/s")  # bench's prediction inputs; "-" where the profile has none
+        for col in ("profile", "backend", "SM", "memory", "precision", *numbers, "prompt/output tokens", "description"):
+            table.add_column(col, justify="right" if col in numbers else "left")
         for p in builtin_profiles().values():
             memory = f"{p.memory_gib:g} GiB" + (" shared" if p.shared_memory else "")
-            table.add_row(p.name, p.backend, p.compute_capability or "-", memory, p.precision,
+            tflops = "-" if p.peak_fp16_tflops is None else f"{p.peak_fp16_tflops:g}"
+            bandwidth = "-" if p.memory_bandwidth_gbs is None else f"{p.memory_bandwidth_gbs:g}"
+            table.add_row(p.name, p.backend, p.compute_capability or "-", memory, p.precision, tflops, bandwidth,
                           f"{p.max_prompt_tokens}/{p.max_output_tokens}", p.description)
     else:
         from edgecompress.methods import methods

@@ -62,6 +62,43 @@ def test_unknown_and_malformed_profiles(tmp_path):
         load_profile(str(bad))
 
 
+def test_builtin_profiles_carry_bench_peaks():
+    """Every GPU profile has the two numbers `bench` predicts from; cpu ("any CPU") has neither."""
+    for p in builtin_profiles().values():
+        if p.name == "cpu":
+            assert p.peak_fp16_tflops is None and p.memory_bandwidth_gbs is None
+        else:
+            assert p.peak_fp16_tflops > 0 and p.memory_bandwidth_gbs > 0, p.name
+        assert {"peak_fp16_tflops", "memory_bandwidth_gbs"} <= set(p.to_dict())
+    # GeForce figures are the FP32-accumulate ones, half the FP16-accumulate headline
+    assert builtin_profiles()["rtx-4090"].peak_fp16_tflops == 165.2
+
+
+@pytest.mark.parametrize("field", ["peak_fp16_tflops", "memory_bandwidth_gbs"])
+@pytest.mark.parametrize("value, shown", [("-1.0", "-1.0"), ("0", "0"), ('"fast"', "'fast'"), ("nan", "nan")])
+def test_user_profile_bench_peaks_are_checked(tmp_path, field, value, shown):
+    rtx_4090 = (REPO / "profiles" / "rtx-4090.toml").read_text()
+    assert f"\n{field} = " in rtx_4090
+    lines = [f"{field} = {value}" if line.startswith(f"{field} = ") else line for line in rtx_4090.splitlines()]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EdgeCompressError, match=f"{field} = {shown} is not allowed; it must be a finite number above 0"):
+        load_profile(str(bad))
+    # left out, the field is None: bench shows no prediction
+    absent = tmp_path / "absent.toml"
+    absent.write_text("\n".join(line for line in lines if not line.startswith(f"{field} = ")) + "\n")
+    assert getattr(load_profile(str(absent)), field) is None
+
+
+def test_cli_list_profiles_shows_bench_peaks():
+    listed = run_cli("list", "profiles", env={"COLUMNS": "320"})
+    assert listed.returncode == 0, listed.stderr
+    assert "fp16 TFLOP/s" in listed.stdout and "GB/s" in listed.stdout
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
+    assert "989.4" in rows["h100-80gb"] and "3350" in rows["h100-80gb"]
+    assert rows["cpu"].count("-") >= 3  # SM, fp16 TFLOP/s and GB/s all absent
+
+
 def test_parameter_counts_of_llava_7b():
     counts = parameter_counts(resolve_model("llava-1.5-7b").recipe.config)
     # Known sizes: CLIP ViT-L/14-336 has 303.5M parameters; layers 0..22 of 24 plus the projector

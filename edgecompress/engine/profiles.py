@@ -4,6 +4,11 @@ A profile says *where* a bundle runs: backend, compute capability, memory (and w
 shared with the CPU, as on Jetson), precision, builder workspace, and the prompt/output token
 limits that fix the decoder's optimization profile and KV-cache size. A user may pass a path
 to their own ``.toml``.
+
+Two optional fields feed ``edgecompress bench``'s predicted column (vision and prefill bound by
+compute, decode by memory bandwidth): ``peak_fp16_tflops``, the dense FP16 Tensor-Core rate that
+TensorRT's GEMMs can reach (FP32-accumulate on GeForce cards), and ``memory_bandwidth_gbs``, peak
+DRAM bandwidth. A profile without them (``cpu``) gets no prediction.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Profile:
     max_prompt_tokens: int
     max_output_tokens: int
     dla_cores: int = 0
+    peak_fp16_tflops: float | None = None  # dense FP16 Tensor-Core TFLOP/s; None: bench predicts nothing
+    memory_bandwidth_gbs: float | None = None  # peak DRAM GB/s; None: bench predicts nothing
     path: str | None = None
 
     @property
@@ -52,7 +59,8 @@ class Profile:
 
 
 _FIELDS = {f for f in Profile.__dataclass_fields__ if f != "path"}
-_REQUIRED = _FIELDS - {"dla_cores"}
+_OPTIONAL = {"dla_cores", "peak_fp16_tflops", "memory_bandwidth_gbs"}
+_REQUIRED = _FIELDS - _OPTIONAL
 _CAPABILITY = re.compile(r"^\d+\.\d+$")
 
 
@@ -79,6 +87,8 @@ def _profile_from_toml(data: dict, path: str) -> Profile:
         max_prompt_tokens=fields.number("max_prompt_tokens", minimum=1, integer=True),
         max_output_tokens=fields.number("max_output_tokens", minimum=1, integer=True),
         dla_cores=fields.number("dla_cores", 0, minimum=0, integer=True),
+        peak_fp16_tflops=fields.number("peak_fp16_tflops", None, minimum=0, exclusive=True),
+        memory_bandwidth_gbs=fields.number("memory_bandwidth_gbs", None, minimum=0, exclusive=True),
         path=path,
     )
 
