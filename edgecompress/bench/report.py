@@ -25,6 +25,7 @@ def _stem(folder: Path, kind: str) -> str:
 
 def write_report(reports: Path, report: dict[str, Any]) -> Path:
     """bench-<timestamp>.json and .md in the bundle's reports folder; returns the JSON's path."""
+    reports.mkdir(exist_ok=True)
     stem = _stem(reports, "bench")
     write_json(reports / f"{stem}.json", report)
     (reports / f"{stem}.md").write_text(markdown(report) + "\n", encoding="utf-8")

@@ -132,14 +132,11 @@ def tool_versions() -> dict[str, str]:
 
 
 def _check_reports(bundle: Path) -> Path:
+    """BUNDLE/reports, known to be writable before anything runs (made only when a report is written)."""
     reports = bundle / "reports"
-    try:
-        reports.mkdir(exist_ok=True)
-    except OSError as err:
-        raise EdgeCompressError(f"cannot write reports into {bundle}: {err.strerror}",
-                                hint="Benchmark a copy of the bundle in a folder you can write to.") from None
-    if not os.access(reports, os.W_OK):
-        raise EdgeCompressError(f"cannot write reports into {reports}: permission denied",
+    where = reports if reports.exists() else bundle
+    if not os.access(where, os.W_OK):
+        raise EdgeCompressError(f"cannot write reports into {where}: permission denied",
                                 hint="Benchmark a copy of the bundle in a folder you can write to.")
     return reports
 
@@ -233,6 +230,9 @@ def bench_bundle(bundle: str | Path, settings: BenchSettings = BenchSettings(), 
     if not peak_reset:
         warnings.append("host peak RSS is the process's lifetime peak (the per-bundle reset needs Linux)")
     prediction = predict(manifest, profile, prompt_tokens, settings.new_tokens)
+    if prediction and profile.builds_engines and pipe.backend.name == "onnxruntime-cpu":
+        warnings.append(f"measured on the CPU (ONNX Runtime), predicted for the {profile.name}'s GPU: the ratio says "
+                        "how far this machine is from that device, not how the bundle will run there")
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
