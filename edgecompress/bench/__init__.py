@@ -1,0 +1,1 @@
+"""Measuring bundles: bench, compare, sweep."""
