@@ -468,6 +468,47 @@ def validate(
     out_console.print(f"Report written to [bold]{report}[/bold]")
 
 
+@app.command(
+    epilog=(
+        "[b]Examples[/b]\n\n"
+        "  edgecompress compare out/tiny-llava-fp32 out/tiny-llava-fp16                 [dim]# fp16 against fp32, ONNX Runtime CPU[/dim]\n\n"
+        "  edgecompress compare out/llava-1.5-7b-hired-b20 --backends onnxruntime,onnxruntime-cuda\n\n"
+        "  edgecompress compare out/llava-1.5-7b-hired-b20 --backends onnxruntime-cuda,tensorrt --profile rtx-4090\n\n"
+        "  edgecompress compare out/a out/b --image cat.jpg --image dog.jpg --prompt \"What is this?\" --new-tokens 32"
+    )
+)
+def compare(
+    bundles: list[Path] = typer.Argument(..., help="Bundles of the same model, method and K (precisions may differ); the first is the reference."),
+    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated backends each bundle runs on: onnxruntime (CPU), onnxruntime-cuda, tensorrt."),
+    images: Optional[int] = typer.Option(None, "--images", min=0, help="Generated shapes pictures to compare on (seeded). Default: 3, or none when --image is given."),
+    image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="An image file to compare on (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated pictures: the same seed, the same pictures."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The question asked about every image. Default: one about the generated pictures' shapes."),
+    new_tokens: int = typer.Option(16, "--new-tokens", "-n", min=1, help="Greedy tokens generated and compared per image."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", min=0, help="Override the bound on relative error (max|a-b| / max|reference|) of image_embeds and logits. Default: by the less precise side of each pair (the table and report show it)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="With --backends tensorrt: whose engines to run."),
+    margins: bool = typer.Option(True, "--margins/--no-margins", help="Load the reference bundle's checkpoint in PyTorch for the selection scores (margin at the cut-off, tie band)."),
+):
+    """Run the same images through every (bundle, backend) pair and compare each with the first: image embeddings,
+    prefill logits, kept tokens (tie band), greedy tokens. Exit 1 when a pair is outside its tolerance."""
+    from edgecompress.bench.compare import DEFAULT_PROMPT, compare_bundles, render
+
+    _quiet_libraries()
+    names = [name.strip() for name in backends.split(",") if name.strip()]
+    report, path = compare_bundles(
+        bundles, names, image_paths=image or [], generated=images if images is not None else (0 if image else 3),
+        seed=seed, prompt=DEFAULT_PROMPT if prompt is None else prompt, new_tokens=new_tokens, relative=rtol, profile=profile, margins=margins, steps=RichSteps(),
+    )
+    table, lines = render(report)
+    out_console.print(table)
+    for line in lines:
+        out_console.print(line)
+    verdict = "[green]all pairs within tolerance[/green]" if report["passed"] else "[red]outside tolerance[/red]"
+    out_console.print(f"{verdict}; report written to [bold]{path}[/bold]")
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
 class ListWhat(str, Enum):
     models = "models"
     methods = "methods"

@@ -113,6 +113,16 @@ def _place(rng, width, height, count) -> list[Item]:
     return items
 
 
+def draw_picture(rng: np.random.Generator, width: int = 336, height: int = 336) -> Image.Image:
+    """One picture as the data set draws them (background, 1 to 4 objects), no question: inputs
+    for tools that need realistic test images and no answers (``edgecompress compare``)."""
+    image = _background(rng, width, height)
+    draw = ImageDraw.Draw(image)
+    for item in _place(rng, width, height, int(rng.integers(1, 5))):
+        _draw(draw, item)
+    return image
+
+
 def _question(rng, kind: str, items: list[Item], width: int) -> tuple[str, str]:
     if kind == "count":
         return "How many shapes are there?", str(len(items))
