@@ -92,7 +92,9 @@ def _root(
         "  edgecompress export ./my-llava-checkpoint --budget 115      [dim]# a local llava-hf folder, K=115[/dim]\n\n"
         "  edgecompress export llava --budget 20% --random-weights     [dim]# full-size graph, no download[/dim]\n\n"
         "  edgecompress export tiny-llava --method none --precision fp32 --out out/baseline\n\n"
-        "  edgecompress export tiny-llava --method fastv --layer 2 --budget 20%   [dim]# prune inside the language model[/dim]"
+        "  edgecompress export tiny-llava --method fastv --layer 2 --budget 20%   [dim]# prune inside the language model[/dim]\n\n"
+        "  edgecompress export tiny-llava --budget 20% --weights int4               [dim]# GPTQ, 4-bit weights[/dim]\n\n"
+        "  edgecompress export llava --budget 20% --weights int4 --calibration vqa.jsonl"
     )
 )
 def export(
@@ -106,6 +108,10 @@ def export(
     vision_only: bool = typer.Option(False, "--vision-only", help="Export the vision graph only (no decoder, embeddings or tokenizer; the bundle cannot `run`)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Export for this target profile (its precision unless --precision is given), then build its engines where its TensorRT backend is installed (edgecompress list profiles)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Decoder layer a method that prunes inside the language model (fastv) prunes at, from 1. Default: the method's (fastv: 2)."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weight format of the language model's linear layers: fp32, fp16 (= --precision), int8 or int4 (weight-only, block-wise; activations stay at --precision)."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="With --weights int8/int4: input features per quantization block (a power of two >= 16). Default: the recipe's, else 128."),
+    quantization: str = typer.Option("gptq", "--quantization", help="With --weights int8/int4: gptq (calibrated) or rtn (round to nearest)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --quantization gptq: a JSONL data set (validate's format) whose first 32 questions calibrate. Default: generated shapes pictures."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -120,7 +126,8 @@ def export(
         precision = precision or target.precision  # export for the device: its precision unless told
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
-        random_weights=random_weights, vision_only=vision_only, layer=layer, steps=RichSteps(),
+        random_weights=random_weights, vision_only=vision_only, layer=layer, weights=weights, group_size=group_size,
+        quantization=quantization, calibration=calibration, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:

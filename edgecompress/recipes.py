@@ -82,9 +82,13 @@ def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise fields.fail("aliases", "it must be a list of names")
     defaults = fields.table("defaults")
-    defaults.only({"method", "budget", "precision"})
+    defaults.only({"method", "budget", "precision", "group_size"})
     defaults.text("method")
     defaults.choice("precision", ("fp16", "fp32"))
+    if "group_size" in defaults.data:  # the block size of --weights int8/int4 for this model
+        size = defaults.number("group_size", integer=True, minimum=16)
+        if size & (size - 1):
+            raise defaults.fail("group_size", "it must be a power of two, at least 16")
     if "budget" in defaults.data:
         from edgecompress.budget import parse_budget
 

@@ -206,12 +206,39 @@ def check_tensorrt_ops(model: onnx.ModelProto, spec: GraphSpec | None) -> list[F
     ]
 
 
+def check_weight_quantization(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    """Quantized weights only in the one pattern both runtimes take as weight-only quantization:
+    ``DequantizeLinear`` of constant codes and scales (INT8/INT4, along the input axis), read only
+    as the weight input of ``MatMul``. No ``QuantizeLinear``: activations are never quantized."""
+    constants = _constant_names(model.graph)
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in iter_nodes(model.graph):
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, slot))
+    findings = []
+    for node in iter_nodes(model.graph):
+        if node.op_type == "QuantizeLinear":
+            findings.append(Finding("weight-quantization", f"{_node_label(node)} quantizes an activation; only weights may be quantized"))
+        if node.op_type != "DequantizeLinear":
+            continue
+        if not all(name in constants for name in node.input if name):
+            findings.append(Finding("weight-quantization", f"{_node_label(node)} dequantizes a tensor computed at run time"))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if axis != 0:
+            findings.append(Finding("weight-quantization", f"{_node_label(node)} has axis {axis}; weight blocks run along axis 0"))
+        uses = consumers.get(node.output[0], [])
+        if not uses or any(user.op_type != "MatMul" or slot != 1 for user, slot in uses):
+            findings.append(Finding("weight-quantization", f"{_node_label(node)} feeds something other than a MatMul's weight input"))
+    return findings
+
+
 CHECKS: dict[str, Callable[[onnx.ModelProto, GraphSpec | None], list[Finding]]] = {
     "no-data-dependent-ops": check_no_data_dependent_shapes,
     "topk-constant-k": check_topk_constant_k,
     "static-shapes": check_static_shapes,
     "declared-io": check_boundary_matches_spec,
     "tensorrt-ops": check_tensorrt_ops,
+    "weight-quantization": check_weight_quantization,
 }
 
 
