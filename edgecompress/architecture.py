@@ -75,13 +75,23 @@ class LanguageModel:
     attention_bias: bool
     mlp_bias: bool
 
+    def linear_shapes(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, input features, output features) of each linear weight in one decoder layer, named
+        as transformers names the modules: the weights weight-only quantization stores in int8/int4."""
+        attention, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return (("q_proj", self.hidden, attention), ("k_proj", self.hidden, kv), ("v_proj", self.hidden, kv),
+                ("o_proj", attention, self.hidden), ("gate_proj", self.hidden, self.intermediate),
+                ("up_proj", self.hidden, self.intermediate), ("down_proj", self.intermediate, self.hidden))
+
+    def linear_parameters(self) -> int:
+        """Weights of the linear layers of every decoder layer (no biases, norms, embeddings or lm_head)."""
+        return self.layers * sum(inputs * outputs for _, inputs, outputs in self.linear_shapes())
+
     def layer_parameters(self) -> int:
-        q = self.hidden * self.heads * self.head_dim
-        kv = 2 * self.hidden * self.kv_heads * self.head_dim
-        o = self.heads * self.head_dim * self.hidden
+        linear = sum(inputs * outputs for _, inputs, outputs in self.linear_shapes())
         attention_bias = (self.heads + 2 * self.kv_heads) * self.head_dim + self.hidden if self.attention_bias else 0
-        mlp = 3 * self.hidden * self.intermediate + ((2 * self.intermediate + self.hidden) if self.mlp_bias else 0)
-        return q + kv + o + attention_bias + mlp + 2 * self.hidden  # two RMS norms
+        mlp_bias = 2 * self.intermediate + self.hidden if self.mlp_bias else 0
+        return linear + attention_bias + mlp_bias + 2 * self.hidden  # two RMS norms
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,9 @@ def build(
     epilog=(
         "[b]Examples[/b]\n\n"
         "  edgecompress plan llava --budget 20% --profile jetson-agx-orin-64gb\n\n"
-        "  edgecompress plan llava --budget 100% --profile jetson-orin-nano-8gb --precision fp16"
+        "  edgecompress plan llava --budget 100% --profile jetson-orin-nano-8gb --precision fp16\n\n"
+        "  edgecompress plan llava --budget 20% --weights int4 --profile jetson-orin-nano-8gb   [dim]# + fp16 vs int8 vs int4[/dim]\n\n"
+        "  edgecompress plan llava --budget 20% --weights int8 --group-size 64 --profile jetson-agx-orin-64gb"
     )
 )
 def plan(
@@ -188,9 +190,12 @@ def plan(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Token-selection method; K is the one its export keeps (pool: its h x w grid). Default: the recipe's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the profile's)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="For a method that prunes inside the language model (fastv): the decoder layer it prunes at. Default: the method's."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="How the language model's linear layers (q/k/v/o, gate/up/down) store their weights: fp16 or fp32 (the precision's, the default), int8 or int4 (weight-only, block-wise, symmetric; lm_head, embeddings and vision tower stay in the precision). Also prints the precision vs int8 vs int4 comparison."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="With --weights int8/int4: input features per scale, a power of two of at least 16. Default: 128."),
 ):
     """Show the memory plan of a model on a device at a budget, without exporting or downloading anything."""
-    from edgecompress.engine.memory import image_tokens_at, plan_memory
+    from edgecompress.engine.memory import (DEFAULT_GROUP_SIZE, compare_weight_formats, comparison_table, image_tokens_at,
+                                            plan_memory)
     from edgecompress.engine.profiles import load_profile
     from edgecompress.recipes import resolve_model
 
@@ -216,9 +221,16 @@ def plan(
             raise EdgeCompressError(f"--method {method} needs a fixed number of image tokens in the prompt; "
                                     "this model's count depends on the image", hint="Use a LLaVA-1.5 model.")
         pruned_at = (layer, facts.vision.patches)
-    result = plan_memory(architecture, image_tokens_at(architecture, budget, method), target, precision,
-                         pruned_at=pruned_at)
+    if group_size is not None and weights is None:
+        raise EdgeCompressError("--group-size applies to int8 or int4 weights", hint="Pass --weights int8 or --weights int4 with it.")
+    group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+    k = image_tokens_at(architecture, budget, method)
+    result = plan_memory(architecture, k, target, precision, pruned_at=pruned_at, weights=weights, group_size=group_size)
     out_console.print(result.table())
+    if weights is not None:
+        out_console.print("")
+        out_console.print(comparison_table(compare_weight_formats(architecture, k, target, precision, pruned_at=pruned_at,
+                                                                  group_size=group_size)))
     if not result.fits:
         raise typer.Exit(1)
 
