@@ -48,12 +48,10 @@ def inspect_bundle(bundle: Path, profile: str | None = None) -> dict[str, Any]:
     result = {"bundle": str(bundle), "ok": ok, "manifest": manifest.data, "file_problems": file_problems, "graphs": graphs,
               "engines": engines}
     if profile is not None:
-        from edgecompress.engine.memory import plan_memory
+        from edgecompress.engine.memory import bundle_plan
         from edgecompress.engine.profiles import load_profile
 
-        pruning = manifest.decoder_pruning
-        plan = plan_memory(manifest.architecture, manifest.k, load_profile(profile), manifest.precision,
-                           pruned_at=None if pruning is None else (pruning.layer, pruning.image_tokens))
+        plan = bundle_plan(manifest, load_profile(profile))
         result["memory_plan"] = plan.to_dict()
         result["memory_plan_text"] = plan.table()
     return result
@@ -91,6 +89,12 @@ def render_inspection(result: dict[str, Any], console) -> None:
             console.print(f"  split      base {d['base_k']} + tiles {d['sub_total']} (alpha {d['alpha']}, "
                           f"{d['allocation']} allocation), the same for every grid")
     console.print(f"  precision  {m['precision']}")
+    if m.get("weights"):
+        w = m["weights"]
+        check = w.get("logit_check") or {}
+        console.print(f"  weights    {w['format']} (group {w['group_size']}, symmetric, {w['algorithm']}) in "
+                      f"{w['layers']} linear layers of the language model; logit cosine with the float graph "
+                      f"{check.get('cosine_min', float('nan')):.5f} (at least {check.get('threshold', '-')})")
     console.print(f"  created    {m['created']} by edgecompress {m['tool_versions']['edgecompress']}")
     files_ok = not result["file_problems"]
     console.print(f"  files      {len(m['files'])} " + ("[green]intact (sha256 match)[/green]" if files_ok else "[red]PROBLEMS[/red]"))

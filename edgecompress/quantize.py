@@ -55,12 +55,11 @@ class WeightFormat:
         return BITS[self.format]
 
     def check(self) -> None:
+        from edgecompress.engine.memory import weight_format  # the one check of a format and group size
+
         if self.format not in BITS:
             raise EdgeCompressError(f"--weights {self.format!r} is not a quantized format", hint="Use int8 or int4.")
-        g = self.group_size
-        if g < 16 or g & (g - 1):
-            raise EdgeCompressError(f"--group-size must be a power of two, at least 16, got {g}",
-                                    hint="128 is the usual choice (32 or 64 for small models).")
+        weight_format(self.format, "fp32", self.group_size)
         if self.algorithm not in ALGORITHMS:
             raise EdgeCompressError(f"unknown quantization algorithm {self.algorithm!r}", hint="Use rtn or gptq.")
 
@@ -265,8 +264,11 @@ def prefill_logits(path: Path, prompts: list[np.ndarray]) -> list[np.ndarray]:
     empty cache."""
     import onnxruntime as ort
 
+    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)  # as the runtime runs it
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     out = []
     for embeds in prompts:

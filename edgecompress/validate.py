@@ -170,12 +170,17 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(summary: dict[str, Any], manifest: Manifest, dataset: str, backend: str) -> str:
+    weights = manifest.data.get("weights")
+    stored = f"{weights['format']} weights, {manifest.precision} activations" if weights else manifest.precision
+    column = f"bundle ({weights['format']})" if weights else "bundle"
     lines = [
-        f"# validate: {manifest.recipe_name} {manifest.method} K={manifest.k} ({manifest.precision})",
+        f"# validate: {manifest.recipe_name} {manifest.method} K={manifest.k} ({stored})",
         "",
-        f"data set `{dataset}`, {summary['questions']} questions, bundle backend `{backend}`",
+        f"data set `{dataset}`, {summary['questions']} questions, bundle backend `{backend}`"
+        + (f"; the PyTorch pipelines run the {manifest.precision} weights the bundle was quantized from, so "
+           "bundle vs PyTorch pruned is the quantization's cost" if weights else ""),
         "",
-        "| type | questions | bundle | PyTorch pruned | PyTorch unpruned |",
+        f"| type | questions | {column} | PyTorch pruned | PyTorch unpruned |",
         "|---|---|---|---|---|",
     ]
     for kind, entry in summary["by_type"].items():

@@ -53,6 +53,35 @@ def test_int4_tensor_packs_as_onnx_reads_it():
     assert back.shape == (7, 5) and np.array_equal(back.astype(np.int8), codes)
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_onnx_runtime_dequantizes_the_graph_as_the_arithmetic_says(bits, tmp_path):
+    """The layout of codes and block scales in the rewritten graph (axis 0, blocks of G input
+    rows, a ragged last block) read back by ONNX Runtime: x @ W_dequantized, to fp32 round-off."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecompress.quantize import WeightFormat, rewrite, save
+    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
+
+    rng = np.random.default_rng(bits)
+    w = (rng.normal(size=(80, 24)) * 0.1).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 80])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 24])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    codes, scales = quantize_rtn(w, bits, 32)
+    rewrite(model, {"w": (codes, scales)}, WeightFormat(f"int{bits}", 32, "rtn"), np.float32)
+    save(model, tmp_path / "g.onnx")
+    x = rng.normal(size=(3, 80)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)  # as the runtime runs it (its default quantizes x)
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    y = ort.InferenceSession(str(tmp_path / "g.onnx"), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node] == ["MatMulNBits"]
+    np.testing.assert_allclose(y, x @ dequantize(codes, scales, 32), rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory, tiny_checkpoint):
     """tiny-llava-random at 20% (HiRED), fp32, with int4 (RTN) and int8 (GPTQ) weights, group 32."""
@@ -85,7 +114,10 @@ def test_quantized_bundle_graph_manifest_and_fusion(quantized, fmt):
     assert ops["DequantizeLinear"] == 7 * layers and ops["Gemm"] == 1  # the LM head stays in fp32
     assert manifest["graphs"]["decoder"]["verify"]["findings"] == []
     # ONNX Runtime fuses every DequantizeLinear + MatMul pair into its 4/8-bit MatMulNBits kernel
+    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
+
     options = ort.SessionOptions()
+    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)
     options.optimized_model_filepath = str(bundle.parent / f"{fmt}-optimized.onnx")
     ort.InferenceSession(str(bundle / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     fused = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node)
@@ -155,8 +187,8 @@ def test_tensorrt_rtx_builds_an_int4_bundle(quantized, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--weights", "int3"), "unknown weight format 'int3'"),
-    (("--weights", "int4", "--group-size", "48"), "--group-size must be a power of two"),
+    (("--weights", "int3"), "unknown weight format --weights 'int3'"),
+    (("--weights", "int4", "--group-size", "48"), "--group-size 48 is not a power of two of at least 16"),
     (("--weights", "int4", "--method", "fastv"), "not supported yet"),
     (("--weights", "int4", "--quantization", "awq"), "unknown quantization algorithm 'awq'"),
     (("--group-size", "32",), "apply to --weights int8 or int4"),
@@ -168,3 +200,10 @@ def test_export_refuses_bad_weight_options(args, message, tmp_path):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_inspect_and_plan_of_a_quantized_bundle(quantized):
+    result = run_cli("inspect", str(quantized["int4"]), "--profile", "rtx-4090")
+    assert result.returncode == 0, result.stderr
+    assert "weights    int4 (group 32, symmetric, rtn) in 28 linear layers" in result.stdout
+    assert "weights: int4, group 32" in result.stdout  # the memory plan counts the quantized weights

@@ -265,7 +265,7 @@ def bench_bundle(bundle: str | Path, settings: BenchSettings = BenchSettings(), 
                             "nvpmodel": state.get("nvpmodel"), "jetson_clocks": state.get("jetson_clocks")}
         if getattr(power, "error", None):
             warnings.append(f"tegrastats: {power.error}")
-    del pipe
+    pipe = None  # the sessions go before the next bundle loads
     gc.collect()
     path = None
     if reports is not None:

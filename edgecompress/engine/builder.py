@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.bundle import sha256_file, write_json
-from edgecompress.engine.memory import plan_memory, require_fit
+from edgecompress.engine.memory import bundle_plan, require_fit
 from edgecompress.engine.profiles import Profile
 from edgecompress.errors import EdgeCompressError
 from edgecompress.staging import make_staging, publish
@@ -169,9 +169,7 @@ def build_engines(
             f"profile {profile.name} uses {profile.backend}: there are no engines to build",
             hint=f"Run the bundle as it is: edgecompress run {bundle} --image ... --prompt ...",
         )
-    pruning = manifest.decoder_pruning
-    plan = plan_memory(manifest.architecture, manifest.k, profile, manifest.precision,
-                       pruned_at=None if pruning is None else (pruning.layer, pruning.image_tokens))
+    plan = bundle_plan(manifest, profile)
     if not ignore_memory_plan:
         require_fit(plan)
     trt = import_backend(profile.backend)

@@ -86,6 +86,15 @@ def weight_format(weights: str | None, precision: str, group_size: int = DEFAULT
     return WeightFormat(weights, precision, group_size)
 
 
+def bundle_plan(manifest, profile: Profile) -> "MemoryPlan":
+    """The memory plan of an exported bundle: its K, precision, weight format and decoder pruning."""
+    pruning = manifest.decoder_pruning
+    weights = manifest.data.get("weights") or {}
+    return plan_memory(manifest.architecture, manifest.k, profile, manifest.precision,
+                       pruned_at=None if pruning is None else (pruning.layer, pruning.image_tokens),
+                       weights=weights.get("format"), group_size=weights.get("group_size", DEFAULT_GROUP_SIZE))
+
+
 def parameter_counts(architecture: dict[str, Any]) -> dict[str, int]:
     """Parameters each exported graph holds, from the config alone (no torch)."""
     return Architecture.from_config(architecture).parameter_counts()
