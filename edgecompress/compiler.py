@@ -264,7 +264,7 @@ def quantize_decoder(adapter, plan, quant, calibration, staging: Path, steps: St
         with steps.step("quantize", f"Quantizing the language model's linear layers ({quant.label()})"):
             record = quantize_graph(staging / "decoder.onnx", quant, hessians)
     with steps.step("logit-check", f"Checking next-token logits against the float graph on {len(check)} prompts"):
-        cosines = [cosine(a, b) for a, b in zip(reference, prefill_logits(staging / "decoder.onnx", check))]
+        cosines = [cosine(a, b) for a, b in zip(reference, prefill_logits(staging / "decoder.onnx", check, quant.format))]
         least = min(cosines)
         if least < LOGIT_COSINE[quant.format]:
             raise EdgeCompressError(

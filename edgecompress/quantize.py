@@ -259,16 +259,17 @@ def calibrate(adapter, vision_module, samples: list[tuple[Any, str, str]], hessi
     return keyed, tokens, prompts
 
 
-def prefill_logits(path: Path, prompts: list[np.ndarray]) -> list[np.ndarray]:
-    """The last position's logits of a decoder graph (ONNX Runtime, CPU) over each prompt, from an
-    empty cache."""
+def prefill_logits(path: Path, prompts: list[np.ndarray], weights: str | None = None) -> list[np.ndarray]:
+    """The last position's logits of a decoder graph (ONNX Runtime, CPU, set up as the runtime sets
+    it up for ``weights``) over each prompt, from an empty cache."""
     import onnxruntime as ort
 
-    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
+    from edgecompress_runtime.backends import weight_only_config
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)  # as the runtime runs it
+    for key, value in weight_only_config(weights):
+        options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     out = []
     for embeds in prompts:

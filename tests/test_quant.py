@@ -61,7 +61,7 @@ def test_onnx_runtime_dequantizes_the_graph_as_the_arithmetic_says(bits, tmp_pat
     from onnx import TensorProto, helper, numpy_helper
 
     from edgecompress.quantize import WeightFormat, rewrite, save
-    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
+    from edgecompress_runtime.backends import weight_only_config
 
     rng = np.random.default_rng(bits)
     w = (rng.normal(size=(80, 24)) * 0.1).astype(np.float32)
@@ -74,12 +74,15 @@ def test_onnx_runtime_dequantizes_the_graph_as_the_arithmetic_says(bits, tmp_pat
     rewrite(model, {"w": (codes, scales)}, WeightFormat(f"int{bits}", 32, "rtn"), np.float32)
     save(model, tmp_path / "g.onnx")
     x = rng.normal(size=(3, 80)).astype(np.float32)
-    options = ort.SessionOptions()
-    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)  # as the runtime runs it (its default quantizes x)
-    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
-    y = ort.InferenceSession(str(tmp_path / "g.onnx"), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node] == ["MatMulNBits"]
-    np.testing.assert_allclose(y, x @ dequantize(codes, scales, 32), rtol=1e-4, atol=1e-5)
+    for fused, config in ((True, [("session.qdq_matmulnbits_accuracy_level", "0")]), (False, weight_only_config(f"int{bits}"))):
+        options = ort.SessionOptions()  # fused (level 0) and as the runtime runs it; its default quantizes x
+        for key, value in config:
+            options.add_session_config_entry(key, value)
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        y = ort.InferenceSession(str(tmp_path / "g.onnx"), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+        assert (ops == ["MatMulNBits"]) == (fused or bits == 4), ops
+        np.testing.assert_allclose(y, x @ dequantize(codes, scales, 32), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +117,8 @@ def test_quantized_bundle_graph_manifest_and_fusion(quantized, fmt):
     assert ops["DequantizeLinear"] == 7 * layers and ops["Gemm"] == 1  # the LM head stays in fp32
     assert manifest["graphs"]["decoder"]["verify"]["findings"] == []
     # ONNX Runtime fuses every DequantizeLinear + MatMul pair into its 4/8-bit MatMulNBits kernel
-    from edgecompress_runtime.backends import EXACT_WEIGHT_ONLY
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry(*EXACT_WEIGHT_ONLY)
+    options = ort.SessionOptions()  # ONNX Runtime can fuse both formats (the runtime fuses int4 only; see backends)
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     options.optimized_model_filepath = str(bundle.parent / f"{fmt}-optimized.onnx")
     ort.InferenceSession(str(bundle / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     fused = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node)

@@ -25,11 +25,20 @@ from edgecompress_runtime.manifest import Manifest
 
 KV = list[tuple[np.ndarray, np.ndarray]]
 
-# ONNX Runtime fuses a quantized bundle's DequantizeLinear + MatMul pairs into MatMulNBits, by
-# default at accuracy level 4: activations quantized to int8 per block (1.3% error measured on a
-# 80x24 layer). Level 0 computes in the activations' own type, so the graph means what it says
-# (weight-only quantization) and what TensorRT computes from it.
-EXACT_WEIGHT_ONLY = ("session.qdq_matmulnbits_accuracy_level", "0")
+def weight_only_config(weights: str | None) -> list[tuple[str, str]]:
+    """ONNX Runtime session settings for a bundle's weight format, so that a quantized graph runs
+    as what it says (weight-only quantization: activations in the bundle's precision), as TensorRT
+    runs it. ONNX Runtime fuses each DequantizeLinear + MatMul into MatMulNBits, by default at
+    accuracy level 4, which quantizes the activations to int8 per block (1.3% error measured on
+    an 80x24 layer). int4: fused at level 0 (compute in the activations' type; as fast as fp32 on
+    the CPU, with 4-bit weights in memory). int8: not fused (its 8-bit kernel at level 0 is ~3x
+    slower than fp32 on the CPU, measured on tiny-llava); the weights are dequantized instead, at
+    fp32 speed."""
+    if weights == "int4":
+        return [("session.qdq_matmulnbits_accuracy_level", "0")]
+    if weights == "int8":
+        return [("session.disable_quant_qdq", "1")]
+    return []
 
 
 class Backend(Protocol):
@@ -75,7 +84,8 @@ class OnnxRuntimeBackend:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.add_session_config_entry(*EXACT_WEIGHT_ONLY)
+        for key, value in weight_only_config((manifest.data.get("weights") or {}).get("format")):
+            options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads = threads
         self.name = f"onnxruntime-{device}"

@@ -31,6 +31,35 @@ class Generation:
     image_tokens: int = 0  # image embeddings the language model read (K, or the packed count)
 
 
+class TextStream:
+    """Streams generated text piece by piece with constant work per token.
+
+    Each step decodes only the tokens since the last emitted piece (``prefix``), with and without
+    the newest ones, and emits the difference: both decodes start at the same token, so a
+    tokenizer that drops a word's leading space at the start of a decode (SentencePiece) drops it
+    in both. A piece that ends in an incomplete UTF-8 sequence (U+FFFD: a byte-fallback character
+    split across tokens) is held back until the rest arrives."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.prefix = self.read = 0  # token offsets: decoded context starts at prefix; emitted up to read
+        self.emitted = 0  # characters emitted
+
+    def push(self, ids: list[int]) -> None:
+        before = self.tokenizer.decode(ids[self.prefix:self.read], skip_special_tokens=True)
+        now = self.tokenizer.decode(ids[self.prefix:], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            piece = now[len(before):]
+            self.on_text(piece)
+            self.emitted += len(piece)
+            self.prefix, self.read = self.read, len(ids)
+
+    def finish(self, text: str) -> None:
+        """Emit whatever the full text holds beyond what was streamed (a held-back tail)."""
+        if len(text) > self.emitted:
+            self.on_text(text[self.emitted:])
+
+
 class Pipeline:
     """A loaded bundle, ready to answer questions about images.
 
@@ -194,7 +223,7 @@ class Pipeline:
         prefill_logits = logits[0, -1].astype(np.float32)
 
         generated: list[int] = []
-        emitted = ""
+        stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
         stopped_by = "max_new_tokens"
         steps = 0  # decoder calls after the prefill: each one yields a token (an end-of-sequence included)
         t = time.perf_counter()
@@ -205,11 +234,8 @@ class Pipeline:
                 stopped_by = "eos"
                 break
             generated.append(token)
-            if on_text is not None:
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if len(text) > len(emitted) and not text.endswith("\ufffd"):
-                    on_text(text[len(emitted) :])
-                    emitted = text
+            if stream is not None:
+                stream.push(generated)
             if len(generated) >= max_new_tokens:
                 break
             # original positions: after a pruning prefill too, the next token sits after the whole prompt
@@ -220,6 +246,6 @@ class Pipeline:
         timings["decode_s"] = time.perf_counter() - t
         timings["decode_tokens"] = steps
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
-        if on_text is not None and len(text) > len(emitted):
-            on_text(text[len(emitted) :])
+        if stream is not None:
+            stream.finish(text)
         return Generation(text, generated, length, kept[0], stopped_by, timings, prefill_logits, image_embeds.shape[1])
