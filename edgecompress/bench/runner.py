@@ -55,6 +55,7 @@ class BenchSettings:
     threads: int = 0
     tegrastats: str = "auto"  # auto (when it is on PATH), on, off
     interval_ms: int = 100
+    fast_preprocess: bool = False
 
     def check(self) -> None:
         for name, low in (("warmup", 0), ("runs", 1), ("prompt_tokens", 1), ("new_tokens", 1), ("width", 1),
@@ -181,7 +182,8 @@ def bench_bundle(bundle: str | Path, settings: BenchSettings = BenchSettings(), 
     peak_reset = reset_host_peak()
     with GpuMemorySampler() as gpu:
         start = time.perf_counter()
-        pipe = Pipeline.load(bundle, backend=settings.backend, profile=settings.profile, threads=settings.threads)
+        pipe = Pipeline.load(bundle, backend=settings.backend, profile=settings.profile, threads=settings.threads,
+                             fast_preprocess=settings.fast_preprocess)
         load_s = time.perf_counter() - start
         prompt, prompt_tokens = prompt_of_length(pipe, settings.prompt_tokens)
         pipe.check_length(prompt_tokens + 1, settings.new_tokens)

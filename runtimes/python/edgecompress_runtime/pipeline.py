@@ -67,11 +67,12 @@ class Pipeline:
     >>> pipe.generate("photo.jpg", "What is in the picture?", max_new_tokens=64)
     """
 
-    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend):
+    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend, fast_preprocess: bool = False):
         from tokenizers import Tokenizer
 
         self.bundle = Path(bundle)
         self.manifest = manifest
+        self.fast_preprocess = fast_preprocess  # preprocess(fast=True): within 4/255 of the exact path
         self.backend = backend
         if manifest.tokenizer_file is None or manifest.embeddings_file is None:
             raise EdgeCompressError(
@@ -103,12 +104,13 @@ class Pipeline:
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
-             check_hashes: bool = True) -> "Pipeline":
+             check_hashes: bool = True, fast_preprocess: bool = False) -> "Pipeline":
         """Open a bundle (schema and sha256 checked first) on a backend: onnxruntime (CPU),
-        onnxruntime-cuda, or tensorrt (the engines built for ``profile``)."""
+        onnxruntime-cuda, or tensorrt (the engines built for ``profile``). ``fast_preprocess``:
+        the reduced-work image path (``preprocess(fast=True)``; LLaVA-1.5 bundles)."""
         bundle = Path(bundle)
         manifest = open_bundle(bundle, check_hashes=check_hashes)
-        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads, profile))
+        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads, profile), fast_preprocess)
 
     # -- prompt ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -151,7 +153,7 @@ class Pipeline:
         newlines, -1) enter the language model.
         """
         if self.anyres is None:
-            return {"pixel_values": preprocess(image, self.manifest.preprocess)}, None
+            return {"pixel_values": preprocess(image, self.manifest.preprocess, fast=self.fast_preprocess)}, None
         pixel_values, layout = preprocess_anyres(image, self.manifest.preprocess, self.anyres)
         feeds = {
             "pixel_values": pixel_values,

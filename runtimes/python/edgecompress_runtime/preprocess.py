@@ -43,11 +43,24 @@ def check_size(width: int, height: int, where: str) -> None:
                                 hint="Downscale it first; the model sees it at a few hundred pixels a side.")
 
 
-def load_image(image: str | Path | Image.Image) -> Image.Image:
-    """Open an image file (or take a PIL image) with EXIF orientation applied."""
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied; the image itself when it has none (PIL's exif_transpose copies
+    every pixel even then: 3 ms for a 1920x1080 frame)."""
+    if image.getexif().get(ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def load_image(image: str | Path | Image.Image, draft: int | None = None) -> Image.Image:
+    """Open an image file (or take a PIL image) with EXIF orientation applied. ``draft``: let a
+    JPEG decode at a reduced scale (1/2, 1/4, 1/8: PIL's draft mode, decoding fewer DCT
+    coefficients) as long as both sides stay at least ``draft`` pixels."""
     if isinstance(image, Image.Image):
         check_size(*image.size, "given")
-        return ImageOps.exif_transpose(image)
+        return upright(image)
     path = Path(image)
     if not path.exists():
         raise EdgeCompressError(f"image {path} does not exist")
@@ -58,8 +71,10 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 check_size(*opened.size, str(path))  # from the header, before decoding
+                if draft is not None and opened.format == "JPEG":
+                    opened.draft("RGB", (draft, draft))
                 opened.load()
-                return ImageOps.exif_transpose(opened)
+                return ImageOps.exif_transpose(opened)  # a copy: the file closes here
     except UnidentifiedImageError:
         raise EdgeCompressError(f"{path} is not an image PIL can read", hint="Use a PNG, JPEG, WebP, BMP, GIF or TIFF file.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL checks the header first
@@ -107,8 +122,38 @@ def normalize(array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
-def preprocess(image: str | Path | Image.Image, params: dict[str, Any]) -> np.ndarray:
-    """pixel_values float32 [1, 3, S, S] for one image."""
-    rgb = to_rgb(load_image(image))
-    resized = resize_shortest_edge(rgb, int(params["resize_shortest_edge"]), params.get("resample", "bicubic"))
-    return normalize(center_crop(np.asarray(resized), int(params["crop_size"])), params)[None]
+REDUCING_GAP = 2.0  # the fast path: PIL first box-reduces by an integer factor, keeping >= 2x the target size
+
+
+def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str) -> np.ndarray | None:
+    """The fast path: resize only the centre crop's region (``resize(box=...)``: nothing is
+    computed for the parts the crop throws away) after PIL's integer box reduction
+    (``reducing_gap``). None, for the exact path, where the image is enlarged along either side
+    (small images are cheap, and PIL's region resize rounds differently when enlarging: up to
+    20/255 measured on noise) or the crop needs padding."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if new_w < crop or new_h < crop or new_w > width or new_h > height:
+        return None
+    left, top = (new_w - crop) // 2, (new_h - crop) // 2
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    return np.asarray(image.resize((crop, crop), RESAMPLE[resample], box=box, reducing_gap=REDUCING_GAP))
+
+
+def preprocess(image: str | Path | Image.Image, params: dict[str, Any], *, fast: bool = False) -> np.ndarray:
+    """pixel_values float32 [1, 3, S, S] for one image.
+
+    Default: exactly the checkpoint's CLIP image processor (tested to 1e-5). ``fast``: a JPEG
+    file decodes at a reduced scale (draft mode) and only the crop's region is resized, after an
+    integer box reduction; pixels differ from the exact path by at most 4/255 (mean < 1/255; the
+    tests hold both bounds), for several times less work on a camera frame."""
+    size, crop = int(params["resize_shortest_edge"]), int(params["crop_size"])
+    resample = params.get("resample", "bicubic")
+    rgb = to_rgb(load_image(image, draft=int(size * REDUCING_GAP) if fast else None))
+    pixels = resize_and_crop_fast(rgb, size, crop, resample) if fast else None
+    if pixels is None:
+        pixels = center_crop(np.asarray(resize_shortest_edge(rgb, size, resample)), crop)
+    return normalize(pixels, params)[None]

@@ -1,0 +1,130 @@
+"""Decode and prefill against onnxruntime-genai on the same weights, side by side in one run.
+
+    pip install onnxruntime-genai          # optional: only this script needs it
+    python benchmarks/genai_compare.py     # tiny-llava's language model, fp32, CPU
+    python benchmarks/genai_compare.py --bundle out/tiny-llava-hired-b20 --prompt-tokens 140 --new-tokens 64 --runs 10
+
+The language model of the bundle's checkpoint is saved alone as a LlamaForCausalLM folder and
+built by onnxruntime-genai's model builder (offline, `-p fp32 -e cpu`). Both then run the same
+prompt token ids (a text prompt of --prompt-tokens tokens; genai has no image input, so the
+comparison is the language model's: prefill and decode), greedy, alternating runs so that both
+see the same machine state. Printed: prefill ms, decode ms per token, tokens/s (medians), and
+whether the greedy tokens agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def save_language_model(bundle: Path, folder: Path) -> None:
+    """The bundle's checkpoint's language model + lm_head as a LlamaForCausalLM folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from edgecompress.models.loading import load_model
+    from edgecompress.recipes import resolve_model
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    adapter = load_model(resolve_model(manifest["recipe"]["name"]), dtype=torch.float32)
+    text = adapter.model.config.text_config.to_dict()
+    config = LlamaConfig(**{k: v for k, v in text.items() if k in LlamaConfig().to_dict()})
+    lm = LlamaForCausalLM(config)
+    lm.model.load_state_dict(adapter.model.model.language_model.state_dict())
+    lm.lm_head.load_state_dict(adapter.model.lm_head.state_dict())
+    lm.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(adapter.text_source).save_pretrained(folder)
+
+
+def ours(pipe, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+    """The bundle's decoder graph through the runtime's backend, greedy with end-of-sequence
+    masked (genai's min_length does the same), so both generate every token."""
+    backend = pipe.backend
+    eos = sorted(pipe.eos_token_ids)
+
+    def pick(logits) -> int:
+        row = logits[0, -1].copy()
+        row[eos] = -np.inf
+        return int(np.argmax(row))
+
+    start = time.perf_counter()
+    logits, past = backend.decoder(pipe.embed(ids), np.arange(len(ids), dtype=np.int64)[None], backend.empty_past())
+    prefill = time.perf_counter() - start
+    tokens = [pick(logits)]
+    start = time.perf_counter()
+    for i in range(new_tokens - 1):
+        logits, past = backend.decoder(pipe.embed(tokens[-1:]), np.array([[len(ids) + i]], dtype=np.int64), past)
+        tokens.append(pick(logits))
+    return prefill, (time.perf_counter() - start) / (new_tokens - 1), tokens
+
+
+def genai(model, og, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False, min_length=len(ids) + new_tokens)
+    generator = og.Generator(model, params)
+    start = time.perf_counter()
+    generator.append_tokens(np.asarray(ids, dtype=np.int32))
+    generator.generate_next_token()
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        generator.generate_next_token()
+    decode = (time.perf_counter() - start) / (new_tokens - 1)
+    return prefill, decode, [int(t) for t in generator.get_sequence(0)[len(ids):]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=Path("out/tiny-llava-hired-b20"))
+    parser.add_argument("--prompt-tokens", type=int, default=140)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        print("this comparison needs onnxruntime-genai: pip install onnxruntime-genai", file=sys.stderr)
+        return 2
+    import onnxruntime
+
+    from edgecompress_runtime import Pipeline
+
+    pipe = Pipeline.load(args.bundle)
+    vocab = pipe.embed_table.shape[0]
+    ids = [int(i) for i in np.random.default_rng(0).integers(4, vocab, args.prompt_tokens)]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_language_model(args.bundle, Path(tmp) / "hf")
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(Path(tmp) / "hf"),
+                        "-o", str(Path(tmp) / "genai"), "-p", "fp32", "-e", "cpu"], check=True, capture_output=True)
+        model = og.Model(str(Path(tmp) / "genai"))
+        results = {"edgecompress": [], "onnxruntime-genai": []}
+        ours(pipe, ids, args.new_tokens), genai(model, og, ids, args.new_tokens)  # warm-up
+        for _ in range(args.runs):
+            results["edgecompress"].append(ours(pipe, ids, args.new_tokens))
+            results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
+    print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
+          f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "
+          f"{args.runs} alternating runs\n")
+    print("| runtime | prefill ms | decode ms / token | decode tokens/s |")
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        prefill = statistics.median(r[0] for r in runs) * 1e3
+        decode = statistics.median(r[1] for r in runs) * 1e3
+        print(f"| {name} | {prefill:.2f} | {decode:.3f} | {1e3 / decode:.0f} |")
+    same = results["edgecompress"][0][2] == results["onnxruntime-genai"][0][2]
+    print(f"\ngreedy tokens {'agree' if same else 'DIFFER'} ({args.new_tokens} tokens)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
