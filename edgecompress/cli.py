@@ -299,7 +299,7 @@ def inspect(
     epilog=(
         "[b]Examples[/b]\n\n"
         "  edgecompress bench out/tiny-llava-hired-b20                                   [dim]# ONNX Runtime, CPU[/dim]\n\n"
-        "  edgecompress bench out/tiny-llava-none-b100 out/tiny-llava-hired-b50 out/tiny-llava-hired-b20 --runs 20\n\n"
+        "  edgecompress bench out/tiny-llava-none out/tiny-llava-hired-b50 out/tiny-llava-hired-b20 --runs 20\n\n"
         "  edgecompress bench out/llava-hired-b20 --backend tensorrt --profile jetson-orin-nano-8gb   [dim]# + tegrastats power[/dim]\n\n"
         "  edgecompress bench out/tiny-llava-hired-b20 --prompt-tokens 128 --new-tokens 64 --image-size 1920x1080"
     )
@@ -313,7 +313,7 @@ def bench(
     prompt_tokens: int = typer.Option(32, "--prompt-tokens", help="Text tokens of the prompt (chat template included), besides the image's."),
     new_tokens: int = typer.Option(32, "--new-tokens", "-n", help="Tokens generated per run (end-of-sequence ignored, so every run decodes as many)."),
     image_size: str = typer.Option("640x480", "--image-size", help="Width x height of the seeded test image."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the test image."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the test image."),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0: its default, one per core)."),
     tegrastats: str = typer.Option("auto", "--tegrastats", help="Power through tegrastats: auto (where it is on PATH, i.e. a Jetson), on (required), off."),
     interval: int = typer.Option(100, "--interval", help="tegrastats sampling interval, ms."),
@@ -503,7 +503,7 @@ def compare(
     backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated backends each bundle runs on: onnxruntime (CPU), onnxruntime-cuda, tensorrt."),
     images: Optional[int] = typer.Option(None, "--images", min=0, help="Generated shapes pictures to compare on (seeded). Default: 3, or none when --image is given."),
     image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="An image file to compare on (repeatable)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated pictures: the same seed, the same pictures."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated pictures: the same seed, the same pictures."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The question asked about every image. Default: one about the generated pictures' shapes."),
     new_tokens: int = typer.Option(16, "--new-tokens", "-n", min=1, help="Greedy tokens generated and compared per image."),
     rtol: Optional[float] = typer.Option(None, "--rtol", min=0, help="Override the bound on relative error (max|a-b| / max|reference|) of image_embeds and logits. Default: by the less precise side of each pair (the table and report show it)."),

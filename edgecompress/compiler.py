@@ -201,7 +201,7 @@ LOGIT_COSINE = {"int8": 0.999, "int4": 0.98}
 def resolve_weights(spec: ModelSpec, weights: str | None, group_size: int | None, algorithm: str,
                     calibration, method, vision_only: bool):
     """The quantized weight format asked for, checked before anything loads; None for float weights."""
-    from edgecompress.quantize import FORMATS, WeightFormat
+    from edgecompress.quantize import FORMATS, Quantization
 
     if weights is None:
         if group_size is not None or calibration is not None:
@@ -210,10 +210,13 @@ def resolve_weights(spec: ModelSpec, weights: str | None, group_size: int | None
     if weights not in FORMATS:
         raise EdgeCompressError(f"unknown weight format --weights {weights!r}", hint=f"Use one of {', '.join(FORMATS)}.")
     defaults = spec.recipe.defaults if spec.recipe else {}
-    fmt = WeightFormat(weights, group_size or int(defaults.get("group_size", 128)), algorithm)
+    fmt = Quantization(weights, group_size if group_size is not None else int(defaults.get("group_size", 128)), algorithm)
     fmt.check()
     if vision_only:
         raise EdgeCompressError(f"--weights {weights} quantizes the language model; --vision-only exports none")
+    if spec.recipe is not None and spec.recipe.family == "llava-next":
+        raise EdgeCompressError(f"--weights {weights} on LLaVA-NeXT is not supported yet (its calibration would need "
+                                "the runtime's anyres packing)", hint="Quantize a LLaVA-1.5 model, or use float weights.")
     if method.stage == "decoder":
         raise EdgeCompressError(f"--weights {weights} with --method {method.name}: quantizing the prefill graph of a "
                                 "method that prunes inside the language model is not supported yet",
@@ -246,23 +249,19 @@ def calibration_samples(calibration, count: int) -> list[tuple[Any, str, str]]:
 
 def quantize_decoder(adapter, plan, quant, calibration, staging: Path, steps: Steps) -> dict[str, Any]:
     """Quantize staging/decoder.onnx in place; check its next-token logits against the float graph's."""
-    import shutil
-    import tempfile
-
     from edgecompress.quantize import calibrate, cosine, prefill_logits, quantize_graph
 
+    if plan.extra.get("anyres") is not None:  # a local LLaVA-NeXT folder (a recipe is refused before loading)
+        raise EdgeCompressError("--weights int8/int4 on LLaVA-NeXT is not supported yet (its calibration would need "
+                                "the runtime's anyres packing)", hint="Quantize a LLaVA-1.5 model, or use float weights.")
     source = str(calibration) if calibration is not None else "generated shapes pictures (seed 0)"
     samples = calibration_samples(calibration, CALIBRATION_PROMPTS)
     with steps.step("calibrate", f"Calibrating on {len(samples)} prompts ({source})"):
         hessians, tokens, prompts = calibrate(adapter, plan.module, samples, hessians=quant.algorithm == "gptq")
     check = prompts[:LOGIT_CHECK_PROMPTS]
-    with tempfile.TemporaryDirectory(prefix="edgecompress-float-") as tmp:
-        for name in ("decoder.onnx", "decoder.onnx.data"):
-            if (staging / name).exists():
-                shutil.copy2(staging / name, Path(tmp) / name)
-        reference = prefill_logits(Path(tmp) / "decoder.onnx", check)
-        with steps.step("quantize", f"Quantizing the language model's linear layers ({quant.label()})"):
-            record = quantize_graph(staging / "decoder.onnx", quant, hessians)
+    reference = prefill_logits(staging / "decoder.onnx", check)  # the float graph, before it is rewritten
+    with steps.step("quantize", f"Quantizing the language model's linear layers ({quant.label()})"):
+        record = quantize_graph(staging / "decoder.onnx", quant, hessians)
     with steps.step("logit-check", f"Checking next-token logits against the float graph on {len(check)} prompts"):
         cosines = [cosine(a, b) for a, b in zip(reference, prefill_logits(staging / "decoder.onnx", check, quant.format))]
         least = min(cosines)

@@ -38,14 +38,17 @@ import numpy as np
 
 from edgecompress.errors import EdgeCompressError
 
-BITS = {"int8": 8, "int4": 4}
-FORMATS = ("fp32", "fp16", "int8", "int4")
+from edgecompress.engine.memory import QUANTIZED_BITS as BITS, WEIGHT_FORMATS as FORMATS  # one table of formats
+
 ALGORITHMS = ("rtn", "gptq")
 OPSET = 21  # blocked DequantizeLinear and INT4
 
 
 @dataclass(frozen=True)
-class WeightFormat:
+class Quantization:
+    """How to quantize: the format (int8 | int4), the block size and the algorithm. (How the
+    weights are stored, for the memory plan, is engine.memory.WeightFormat.)"""
+
     format: str  # int8 | int4
     group_size: int = 128
     algorithm: str = "gptq"
@@ -120,7 +123,7 @@ def quantize_gptq(w: np.ndarray, hessian: np.ndarray, bits: int, group: int, dam
         for i in range(end - start):
             column = start + i
             if column % group == 0:  # the block's scale, from the weights as the updates left them
-                blockw = np.concatenate([W1[:, i:], W[:, end:]], axis=1)[:, :group]
+                blockw = np.concatenate([W1[:, i:i + group], W[:, end:end + group]], axis=1)[:, :group]
                 scales[column // group] = block_scales(blockw.T, bits, group)[0]
             s = scales[column // group]
             q = _round(W1[:, i], s, bits)
@@ -167,7 +170,7 @@ def weight_key(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def rewrite(model, quantized: dict[str, tuple[np.ndarray, np.ndarray]], fmt: WeightFormat, dtype) -> None:
+def rewrite(model, quantized: dict[str, tuple[np.ndarray, np.ndarray]], fmt: Quantization, dtype) -> None:
     """Replace each named initializer by its codes and scales behind a DequantizeLinear."""
     import onnx
     from onnx import numpy_helper
@@ -226,12 +229,23 @@ def calibrate(adapter, vision_module, samples: list[tuple[Any, str, str]], hessi
     processor = AutoProcessor.from_pretrained(adapter.text_source)
     language_model = model.model.language_model
     linears = {name: m for name, m in language_model.named_modules() if isinstance(m, torch.nn.Linear)}
-    sums = {name: np.zeros((m.in_features, m.in_features)) for name, m in linears.items()}
+    # Layers that read the same tensor (q/k/v, gate/up) share one X^T X, float32 (in x in each):
+    # a 7B's statistics are then ~22 GB (32 layers x 3 x 4096^2 + 11008^2, 4 bytes), not 57.
+    groups: dict[str, str] = {}  # layer -> the first layer seen reading its input
+    first_seen: dict[int, tuple[str, Any]] = {}  # during the first prompt: id(input) -> (layer, input kept alive)
+    sums: dict[str, np.ndarray] = {}
 
     def hook(name):
         def record(module, inputs, output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().numpy()
-            sums[name] += x.T @ x
+            x = inputs[0]
+            if name not in groups:
+                groups[name] = first_seen.setdefault(id(x), (name, x))[0]
+            if groups[name] != name:
+                return
+            flat = x.detach().reshape(-1, x.shape[-1]).float().numpy()
+            if name not in sums:
+                sums[name] = np.zeros((flat.shape[1], flat.shape[1]), np.float32)
+            sums[name] += flat.T @ flat
         return record
 
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()] if hessians else []
@@ -249,13 +263,15 @@ def calibrate(adapter, vision_module, samples: list[tuple[Any, str, str]], hessi
                 if hessians:
                     language_model(inputs_embeds=torch.cat([prompt, embed(answer_ids[None])], 1))
                     tokens += prompt.shape[1] + len(answer_ids)
+                    first_seen.clear()
     finally:
         for handle in handles:
             handle.remove()
     if not hessians:
         return None, 0, prompts
     dtype = embed.weight.dtype
-    keyed = {weight_key(m.weight.detach().to(dtype).numpy().T): sums[name] for name, m in linears.items()}
+    keyed = {weight_key(m.weight.detach().to(dtype).numpy().T): sums[groups[name]] for name, m in linears.items()
+             if name in groups}
     return keyed, tokens, prompts
 
 
@@ -285,7 +301,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def quantize_graph(path: Path, fmt: WeightFormat, hessians: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def quantize_graph(path: Path, fmt: Quantization, hessians: dict[str, np.ndarray] | None) -> dict[str, Any]:
     """Quantize the linear layers of the graph at ``path`` in place; returns what was done."""
     import onnx
     from onnx import numpy_helper

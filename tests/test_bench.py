@@ -170,6 +170,9 @@ def test_bench_keeps_what_was_measured_on_ctrl_c(hired):
     (("--prompt-tokens", "3000"), "over this bundle's maximum sequence"),
     (("--profile", "no-such-board"), "unknown profile 'no-such-board'"),
     (("--backend", "onnxruntime-cuda"), "onnxruntime-gpu"),
+    (("--seed", "-1"), "Invalid value for '--seed'"),
+    (("--image-size", "100000x100000"), "pixel limit"),
+    (("--image-size", "8x8"), "the smallest this runtime reads is 14 px"),
 ])
 def test_bench_refuses_bad_input_with_one_message(hired, args, message):
     before = written(hired)
@@ -203,7 +206,8 @@ def test_pareto_front_and_drop():
     points = [{"ttft_ms": 40, "accuracy": 0.90}, {"ttft_ms": 20, "accuracy": 0.90}, {"ttft_ms": 15, "accuracy": 0.80},
               {"ttft_ms": 25, "accuracy": 0.85}, {"ttft_ms": 10, "accuracy": 0.60}]
     assert pareto(points) == [1, 2, 4]  # 40 ms is beaten by 20 ms at the same accuracy; 25 ms by 20 ms
-    assert parse_drop("2%") == parse_drop("2") == parse_drop("0.02") == pytest.approx(0.02)
+    assert parse_drop("2%") == parse_drop("2") == pytest.approx(0.02)
+    assert parse_drop("0.5") == pytest.approx(0.005)  # a bare number is points too: half a point
     with pytest.raises(EdgeCompressError, match="--max-accuracy-drop"):
         parse_drop("lots")
 

@@ -74,12 +74,19 @@ def test_a_wrong_crop_would_fail_the_bound():
     assert d.mean() > 5
 
 
-def test_pipeline_fast_preprocess_keeps_the_answer(bundles, images):
+def test_pipeline_fast_preprocess_keeps_the_selection_and_the_answer(bundles):
+    """2560x1440 frames (the fast path reduces them 2x before the resize to 336): the kept tokens
+    overlap by at least 95% (measured 113-115 of 115: pixels a few levels apart move the CLS
+    scores near the cut-off), the next-token logits keep a cosine of 0.999 (measured 0.99994),
+    and the greedy answer is the same."""
     from edgecompress_runtime import Pipeline
 
     exact = Pipeline.load(bundles["hired-fp32"])
     fast = Pipeline.load(bundles["hired-fp32"], fast_preprocess=True)
-    for image in images.values():
+    for seed in range(3):
+        image = frame(2560, 1440, seed)
         a = exact.generate_full(image, "What is in the picture?", max_new_tokens=4)
         b = fast.generate_full(image, "What is in the picture?", max_new_tokens=4)
-        assert len(a.kept_indices) == len(b.kept_indices) == 115
+        assert len(set(a.kept_indices.tolist()) & set(b.kept_indices.tolist())) >= 0.95 * 115
+        cos = a.prefill_logits @ b.prefill_logits / np.linalg.norm(a.prefill_logits) / np.linalg.norm(b.prefill_logits)
+        assert cos >= 0.999 and a.token_ids == b.token_ids

@@ -60,7 +60,7 @@ def test_onnx_runtime_dequantizes_the_graph_as_the_arithmetic_says(bits, tmp_pat
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgecompress.quantize import WeightFormat, rewrite, save
+    from edgecompress.quantize import Quantization, rewrite, save
     from edgecompress_runtime.backends import weight_only_config
 
     rng = np.random.default_rng(bits)
@@ -71,7 +71,7 @@ def test_onnx_runtime_dequantizes_the_graph_as_the_arithmetic_says(bits, tmp_pat
                               [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     codes, scales = quantize_rtn(w, bits, 32)
-    rewrite(model, {"w": (codes, scales)}, WeightFormat(f"int{bits}", 32, "rtn"), np.float32)
+    rewrite(model, {"w": (codes, scales)}, Quantization(f"int{bits}", 32, "rtn"), np.float32)
     save(model, tmp_path / "g.onnx")
     x = rng.normal(size=(3, 80)).astype(np.float32)
     for fused, config in ((True, [("session.qdq_matmulnbits_accuracy_level", "0")]), (False, weight_only_config(f"int{bits}"))):
@@ -208,3 +208,11 @@ def test_inspect_and_plan_of_a_quantized_bundle(quantized):
     assert result.returncode == 0, result.stderr
     assert "weights    int4 (group 32, symmetric, rtn) in 28 linear layers" in result.stdout
     assert "weights: int4, group 32" in result.stdout  # the memory plan counts the quantized weights
+
+
+def test_compare_holds_a_quantized_bundle_to_its_weight_format_bound(quantized, bundles):
+    """int8 against the float bundle: the vision graph is the same (embeddings identical, kept
+    tokens identical), the logits within int8's bound, greedy tokens reported, not held."""
+    result = run_cli("compare", str(bundles["hired-fp32"]), str(quantized["int8"]), "--no-margins", "--images", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rel 0.005" in result.stdout and "reported (quantized weights)" in result.stdout

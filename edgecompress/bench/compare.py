@@ -77,6 +77,10 @@ from edgecompress_runtime.manifest import Manifest
 DEFAULT_PROMPT = "How many shapes are there?"  # the default images are shapes pictures
 PRECISIONS = ("fp32", "fp16")  # most precise first
 RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # reasoning and measurements: module docstring
+# Quantized language-model weights (the vision graph is not quantized: embeddings and kept
+# tokens keep the precision's bounds): the logits' bound. Measured against the fp32 bundle on
+# tiny-llava (3 shapes pictures, group 32): int8 GPTQ 1.1e-3, int4 GPTQ 9.9e-3, int4 RTN 2.3e-2.
+WEIGHTS_LOGIT_TOLERANCE = {"int8": 5e-3, "int4": 5e-2}
 PICTURE_SIZE = (336, 336)
 
 
@@ -88,6 +92,7 @@ class Tolerance:
     relative: float  # image_embeds and logits: max|a - b| / max|reference|
     tie_band: float  # relative to the cut-off score (edgecompress.parity)
     tokens_must_match: bool
+    logits_relative: float | None = None  # the logits' own bound (quantized weights); None: ``relative``
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,11 +111,16 @@ def coarser(a: str, b: str) -> str:
     return max(a, b, key=PRECISIONS.index)
 
 
-def tolerance_for(a: str, b: str, relative: float | None = None) -> Tolerance:
-    """The tolerance of a pair of precisions (``relative`` overrides the embeddings/logits bound)."""
+def tolerance_for(a: str, b: str, relative: float | None = None, weights: str | None = None) -> Tolerance:
+    """The tolerance of a pair of precisions (``relative`` overrides the embeddings/logits bound);
+    ``weights`` int8/int4 when either side has quantized weights: the logits get that format's
+    bound and the greedy tokens are reported, not held (quantization may flip a near-tie)."""
     precision = coarser(a, b)
-    return Tolerance(precision, RELATIVE_TOLERANCE[precision] if relative is None else relative,
-                     TIE_BAND[precision], tokens_must_match=precision == "fp32")
+    tolerance = Tolerance(precision, RELATIVE_TOLERANCE[precision] if relative is None else relative,
+                          TIE_BAND[precision], tokens_must_match=precision == "fp32" and weights is None)
+    if weights is not None and relative is None:
+        tolerance = dataclasses.replace(tolerance, logits_relative=WEIGHTS_LOGIT_TOLERANCE[weights])
+    return tolerance
 
 
 def errors(reference, other) -> dict[str, float]:
@@ -212,6 +222,11 @@ class Target:
     @property
     def precision(self) -> str:
         return self.manifest.precision
+
+    @property
+    def weights(self) -> str | None:
+        """int8 / int4 for a bundle with quantized language-model weights."""
+        return (self.manifest.data.get("weights") or {}).get("format")
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "bundle": str(self.bundle), "backend": self.pipe.backend.name,
@@ -377,13 +392,13 @@ def compare_image(reference: Outputs, other: Outputs, tolerance: Tolerance, scor
     judged = selection.identical  # after a near-tie swap the pairs read different inputs: reported, not judged
     within = {  # None: reported, not judged
         "image_embeds": embeds["max_rel"] <= tolerance.relative,
-        "logits": logits["max_rel"] <= tolerance.relative if judged else None,
+        "logits": logits["max_rel"] <= (tolerance.logits_relative or tolerance.relative) if judged else None,
         "kept": selection.agree,
         "tokens": divergence is None if judged and tolerance.tokens_must_match else None,
     }
     failures = {
         "image_embeds": f"image_embeds relative error {embeds['max_rel']:.3g} > {tolerance.relative:g}",
-        "logits": f"logits relative error {logits['max_rel']:.3g} > {tolerance.relative:g}",
+        "logits": f"logits relative error {logits['max_rel']:.3g} > {tolerance.logits_relative or tolerance.relative:g}",
         "kept": f"kept indices differ ({len(selection.differing)} indices), " + {
             "tie band": f"outside the {tolerance.precision} tie band of the cut-off",
             "replay": "and replaying the method does not arrive at the other selection",
@@ -481,7 +496,8 @@ def compare_bundles(
             scores = ReferenceScores(reference.manifest)
     else:
         scores = ReferenceScores(reference.manifest, enabled=False)
-    tolerances = [tolerance_for(reference.precision, t.precision, relative) for t in others]
+    tolerances = [tolerance_for(reference.precision, t.precision, relative, weights=reference.weights or t.weights)
+                  for t in others]
     rows: list[list[dict[str, Any]]] = [[] for _ in others]
     names = [name for name, _ in images]
     with steps.step("run", f"Running {len(images)} image(s) through {len(targets)} pairs"):
@@ -557,8 +573,9 @@ def render(report: dict[str, Any]):
             if output == "logits" and c["logits"]["judged_images"] < n:
                 judged = c["logits"]["max_rel_judged"]
                 measured += f"; judged {c['logits']['judged_images']}/{n}" + ("" if judged is None else f": rel {judged:.2g}")
+            bound = t["logits_relative"] if output == "logits" and t.get("logits_relative") else t["relative"]
             table.add_row(f"{c['label']} ({c['precision']})" if output == "image_embeds" else "", output, measured,
-                          f"rel {t['relative']:g}", verdicts[within[output]])
+                          f"rel {bound:g}", verdicts[within[output]])
         table.add_row("", "kept indices", f"overlap {kept['min_overlap']}/{kept['k']}, identical {kept['identical']}/{n}, "
                       f"agree {kept['agree']}/{n}",
                       {"tie band": f"{t['precision']} tie band {t['tie_band']:g}", "replay": f"replayed, {t['precision']} band",
@@ -569,7 +586,8 @@ def render(report: dict[str, Any]):
                       f"smallest {kept['min_margin']:.2g}{bands}", "", "")
         diverged = "; ".join(f"image {d['image']} at token {d['position']}" for d in tokens["divergences"])
         table.add_row("", "greedy tokens", f"agree {tokens['agree']}/{n}" + (f" (diverge: {diverged})" if diverged else ""),
-                      "identical" if t["tokens_must_match"] else f"reported ({t['precision']})", verdicts[within["tokens"]],
+                      "identical" if t["tokens_must_match"] else
+                      f"reported ({'quantized weights' if t.get('logits_relative') else t['precision']})", verdicts[within["tokens"]],
                       end_section=True)
     lines = []
     if report["margins"]["reason"]:

@@ -192,8 +192,9 @@ class TegrastatsSampler:
         # stderr goes to a file, not a pipe: nobody reads it until the end, and a full pipe would stall the child.
         self._stderr = tempfile.TemporaryFile(mode="w+")
         try:
+            # its own session: Ctrl-C at the terminal reaches the benchmark, which stops the child itself
             self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr,
-                                            stdin=subprocess.DEVNULL, text=True)
+                                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         except OSError as exc:
             self.error = f"could not start `{' '.join(self.command)}`: {exc.strerror or exc}"
             self._stderr.close()

@@ -32,15 +32,19 @@ def write_report(reports: Path, report: dict[str, Any]) -> Path:
     return reports / f"{stem}.json"
 
 
+def where(machine: dict[str, Any]) -> str:
+    """The device a report ran on, in words: the board (a Jetson), else the GPU, else the CPU."""
+    return machine.get("board") or machine.get("gpu") or machine["cpu"]
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
 def describe(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
-    where = m.get("board") or m.get("gpu") or m["cpu"]
     return (f"{Path(report['bundle']).name}: {report['method']}, K={report['image_tokens']} of {report['n']}, "
-            f"{report['precision']}, on {report['backend']} ({where}, {m['cores']} cores); {s['runs']} runs after "
+            f"{report['precision']}, on {report['backend']} ({where(m)}, {m['cores']} cores); {s['runs']} runs after "
             f"{s['warmup']} warm-up, prompt {s['prompt_tokens']} text tokens + {report['image_tokens']} image tokens, "
             f"{s['new_tokens']} new tokens, image {s['width']}x{s['height']} (seed {s['seed']})"
             + (" [interrupted: the runs completed]" if report.get("interrupted") else ""))
@@ -88,7 +92,7 @@ def markdown(report: dict[str, Any]) -> str:
 def side_by_side(reports: list[dict[str, Any]]) -> str:
     """One row per bundle: p50 of every stage, throughput and memory."""
     first = reports[0]
-    lines = [f"{first['backend']} on {first['machine'].get('board') or first['machine'].get('gpu') or first['machine']['cpu']} "
+    lines = [f"{first['backend']} on {where(first['machine'])} "
              f"({first['machine']['cores']} cores); p50 of {first['settings']['runs']} runs; prompt "
              f"{first['settings']['prompt_tokens']} text tokens, {first['settings']['new_tokens']} new tokens", "",
              "| bundle | method | budget | K | precision | " + " | ".join(f"{n} ms" for n in STAGE_NAMES.values())

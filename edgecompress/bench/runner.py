@@ -59,9 +59,12 @@ class BenchSettings:
 
     def check(self) -> None:
         for name, low in (("warmup", 0), ("runs", 1), ("prompt_tokens", 1), ("new_tokens", 1), ("width", 1),
-                          ("height", 1), ("threads", 0), ("interval_ms", 10)):
+                          ("height", 1), ("threads", 0), ("interval_ms", 10), ("seed", 0)):
             if getattr(self, name) < low:
                 raise EdgeCompressError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        from edgecompress_runtime.preprocess import check_size
+
+        check_size(self.width, self.height, "--image-size")  # one patch at least, no decompression bomb
         if self.tegrastats not in ("auto", "on", "off"):
             raise EdgeCompressError(f"--tegrastats must be auto, on or off, got {self.tegrastats!r}")
 

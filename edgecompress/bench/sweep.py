@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgecompress.bench.runner import BenchSettings
+from edgecompress.budget import parse_budget
 from edgecompress.bundle import write_json
 from edgecompress.errors import EdgeCompressError
 from edgecompress.steps import Steps
 
 
 def parse_drop(text: str) -> float:
-    """'2%', '2' or '0.02' -> 0.02: accuracy points, absolute (a drop from 90% to 88% is 2%)."""
+    """'2%' or '2' -> 0.02: accuracy points, absolute (a drop from 90% to 88% is 2 points); a
+    bare number is points too ('0.5' is half a point)."""
     value = text.strip()
     try:
-        number = float(value.rstrip("%"))
+        number = float(value[:-1] if value.endswith("%") else value) / 100
     except ValueError:
         raise EdgeCompressError(f"--max-accuracy-drop must be a percentage such as 2%, got {text!r}") from None
-    number = number / 100 if value.endswith("%") or number >= 1 else number
     if not 0 <= number < 1:
         raise EdgeCompressError(f"--max-accuracy-drop must lie in [0%, 100%), got {text!r}")
     return number
@@ -85,7 +86,8 @@ def run_sweep(model: str, budgets: list[str], dataset: str | Path, *, method: st
     unpruned_cache: dict = {}
     points = []
     for budget in budgets:
-        m = "none" if budget.strip() in ("100%", "1.0", "1") else method
+        kind, value = parse_budget(budget)
+        m = "none" if kind != "count" and value == 1 else method  # 100% (or 1.0) is the unpruned bundle
         bundle = _bundle_for(model, m, budget, precision, bundles, steps)
         with steps.step(f"validate-{budget}", f"Validating {bundle.name} on {Path(dataset).name}"):
             summary, _ = validate_bundle(bundle, dataset, backend=settings.backend, profile=settings.profile, limit=limit,
@@ -94,6 +96,8 @@ def run_sweep(model: str, budgets: list[str], dataset: str | Path, *, method: st
         with steps.step(f"bench-{budget}", f"Benchmarking {bundle.name}"):
             report, _ = bench_bundle(bundle, settings,
                                      on_progress=(lambda phase, d, t: on_progress(phase, d, t)) if on_progress else None)
+        if report["interrupted"]:  # Ctrl-C in the bench: stop the sweep (nothing more is exported)
+            raise KeyboardInterrupt
         st = report["stages"]
         points.append({
             "budget": "100%" if m == "none" else budget, "method": m, "k": report["image_tokens"], "bundle": str(bundle),
@@ -123,10 +127,12 @@ def run_sweep(model: str, budgets: list[str], dataset: str | Path, *, method: st
 
 
 def markdown(result: dict[str, Any]) -> str:
+    from edgecompress.bench.report import where
+
     m = result["machine"]
     points = result["points"]
     lines = [f"{result['model']}, {result['method']}: accuracy on `{result['dataset']}` ({points[0]['questions']} questions) "
-             f"and p50 latency on {result['backend']} ({m.get('board') or m.get('gpu') or m['cpu']}, {m['cores']} cores); "
+             f"and p50 latency on {result['backend']} ({where(m)}, {m['cores']} cores); "
              f"unpruned model (PyTorch) {result['unpruned_accuracy']:.1%}", "",
              "| budget | K | accuracy | drop (points) | TTFT ms | vision ms | prefill ms | decode ms/token | Pareto |",
              "|---|---|---|---|---|---|---|---|---|"]
