@@ -22,6 +22,16 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.fixture(scope="module")
+def bundles(bundles, tmp_path_factory):
+    """Copies of the session's bundles: compare writes its reports into the first bundle, and the
+    session's bundles must stay as exported for the tests that check their files."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("compare")
+    return {name: shutil.copytree(path, root / name) for name, path in bundles.items()}
+
+
 def test_fp16_against_fp32_is_within_tolerance(bundles):
     """The fp16 bundle against the fp32 one on ONNX Runtime CPU, three generated pictures: every
     output within the fp16 bound, the kept tokens agree under the fp16 tie band (PyTorch's scores

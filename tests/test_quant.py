@@ -210,9 +210,12 @@ def test_inspect_and_plan_of_a_quantized_bundle(quantized):
     assert "weights: int4, group 32" in result.stdout  # the memory plan counts the quantized weights
 
 
-def test_compare_holds_a_quantized_bundle_to_its_weight_format_bound(quantized, bundles):
+def test_compare_holds_a_quantized_bundle_to_its_weight_format_bound(quantized, bundles, tmp_path):
     """int8 against the float bundle: the vision graph is the same (embeddings identical, kept
     tokens identical), the logits within int8's bound, greedy tokens reported, not held."""
-    result = run_cli("compare", str(bundles["hired-fp32"]), str(quantized["int8"]), "--no-margins", "--images", "2")
+    import shutil
+
+    reference = shutil.copytree(bundles["hired-fp32"], tmp_path / "fp32")  # compare writes its report there
+    result = run_cli("compare", str(reference), str(quantized["int8"]), "--no-margins", "--images", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rel 0.005" in result.stdout and "reported (quantized weights)" in result.stdout
