@@ -212,14 +212,21 @@ def test_pareto_front_and_drop():
         parse_drop("lots")
 
 
-def test_sweep_exports_validates_benches_and_picks_a_budget(tmp_path, tiny_checkpoint):
+def test_sweep_validates_benches_and_picks_a_budget(tmp_path, bundles):
+    """The session's unpruned and 20% bundles placed where the sweep looks for them (their default
+    names): it reuses both (exporting is tested everywhere else), validates, benches and picks."""
     from edgecompress.data.shapes import generate_shapes
 
+    (tmp_path / "b").mkdir()
+    shutil.copytree(bundles["none-fp32"], tmp_path / "b" / "tiny-llava-random-none")
+    shutil.copytree(bundles["hired-fp32"], tmp_path / "b" / "tiny-llava-random-hired-b20")
     data = generate_shapes(tmp_path / "data", count=8, seed=3, test_fraction=0.5)["test"]
     args = ("sweep", "tiny-llava-random", "--budgets", "100%,20%", "--dataset", str(data), "--runs", "1",
-            "--warmup", "0", "--new-tokens", "2", "--bundles", str(tmp_path / "b"), "--max-accuracy-drop", "99%")
+            "--warmup", "0", "--new-tokens", "2", "--bundles", str(tmp_path / "b"), "--max-accuracy-drop", "99%",
+            "--precision", "fp32")
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
+    assert result.stderr.count("reusing") == 2 and "Exporting" not in result.stderr
     out = tmp_path / "b" / "sweep-tiny-llava-random-hired"
     summary = json.loads((out / "sweep.json").read_text())
     assert [(p["budget"], p["method"], p["k"]) for p in summary["points"]] == [("100%", "none", 576), ("20%", "hired", 115)]
@@ -229,8 +236,6 @@ def test_sweep_exports_validates_benches_and_picks_a_budget(tmp_path, tiny_check
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
         "sweep-tiny-llava-random-hired", "tiny-llava-random-hired-b20", "tiny-llava-random-none"]
-    # a second sweep reuses both bundles; a bundle of another precision at the same name is refused
-    again = run_cli(*args)
-    assert again.returncode == 0 and again.stderr.count("reusing") == 2, again.stderr
-    refused = run_cli(*args, "--precision", "fp16")
+    # a bundle of another precision at the same name is refused, before anything runs
+    refused = run_cli(*args[:-2], "--precision", "fp16")
     assert refused.returncode == 2 and "not the none 100% fp16 this sweep needs" in refused.stderr

@@ -114,15 +114,24 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """uint8 HWC -> float32 CHW: rescale (float64, as transformers) then normalise in float32."""
-    scaled = array.astype(np.float64) * float(params["rescale_factor"])
-    mean = np.asarray(params["image_mean"], dtype=np.float64)
-    std = np.asarray(params["image_std"], dtype=np.float64)
-    normalised = ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    """uint8 HWC -> float32 CHW: rescale (float64, as transformers) then normalise in float32.
+
+    A uint8 pixel has 256 values per channel, so the arithmetic runs once per value into a
+    [3, 256] table and each pixel is a lookup: bit-identical to computing it per pixel, 4x faster."""
+    values = np.arange(256, dtype=np.float64)[None, :].repeat(3, axis=0)  # [channel, value]
+    scaled = values * float(params["rescale_factor"])
+    mean = np.asarray(params["image_mean"], dtype=np.float64)[:, None]
+    std = np.asarray(params["image_std"], dtype=np.float64)[:, None]
+    table = ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+    pixels = np.asarray(array, dtype=np.uint8)
+    out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], pixels[..., channel], out=out[channel])
+    return out
 
 
-REDUCING_GAP = 2.0  # the fast path: PIL first box-reduces by an integer factor, keeping >= 2x the target size
+DRAFT_GAP = 2  # a JPEG decodes at 1/2, 1/4 or 1/8 scale only where >= 2x the target remains (1.5: up to 8/255 off)
+REDUCING_GAP = 1.5  # the fast path: PIL first box-reduces by an integer factor, keeping >= 1.5x the target size (1.0: up to 70/255 off)
 
 
 def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str) -> np.ndarray | None:
@@ -152,7 +161,7 @@ def preprocess(image: str | Path | Image.Image, params: dict[str, Any], *, fast:
     tests hold both bounds), for several times less work on a camera frame."""
     size, crop = int(params["resize_shortest_edge"]), int(params["crop_size"])
     resample = params.get("resample", "bicubic")
-    rgb = to_rgb(load_image(image, draft=int(size * REDUCING_GAP) if fast else None))
+    rgb = to_rgb(load_image(image, draft=size * DRAFT_GAP if fast else None))
     pixels = resize_and_crop_fast(rgb, size, crop, resample) if fast else None
     if pixels is None:
         pixels = center_crop(np.asarray(resize_shortest_edge(rgb, size, resample)), crop)
