@@ -201,7 +201,8 @@ LOGIT_COSINE = {"int8": 0.999, "int4": 0.98}
 def resolve_weights(spec: ModelSpec, weights: str | None, group_size: int | None, algorithm: str,
                     calibration, method, vision_only: bool):
     """The quantized weight format asked for, checked before anything loads; None for float weights."""
-    from edgecompress.quantize import FORMATS, Quantization
+    from edgecompress.engine.memory import WEIGHT_FORMATS as FORMATS
+    from edgecompress.quantize import Quantization
 
     if weights is None:
         if group_size is not None or calibration is not None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from edgecompress.errors import EdgeCompressError
 
-from edgecompress.engine.memory import QUANTIZED_BITS as BITS, WEIGHT_FORMATS as FORMATS  # one table of formats
+from edgecompress.engine.memory import QUANTIZED_BITS as BITS  # one table of formats (engine.memory)
 
 ALGORITHMS = ("rtn", "gptq")
 OPSET = 21  # blocked DequantizeLinear and INT4
