@@ -1,0 +1,61 @@
+// Images and preprocessing, equal to the Python runtime's (PIL) within 1/255 a pixel.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace edgecompress {
+
+// 8-bit RGB, rows top to bottom, HWC (width * height * 3 bytes).
+struct ImageRGB {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;
+};
+
+// Decode a JPEG or PNG file: EXIF orientation applied, transparency composited onto white,
+// the size checks of the Python runtime (at least 14 px a side, at most PIL's bomb limit).
+// Throws Error with the Python runtime's messages.
+ImageRGB load_image(const std::string& path);
+
+// The CLIP image processor's parameters (the manifest's recipe.preprocess).
+struct PreprocessParams {
+  int resize_shortest_edge = 336;
+  int crop_size = 336;
+  std::string resample = "bicubic";
+  double rescale_factor = 1.0 / 255.0;
+  std::array<double, 3> image_mean{};
+  std::array<double, 3> image_std{};
+};
+
+// PIL's Image.resize(size, filter) on 8-bit RGB (filters: nearest, bilinear, bicubic, lanczos,
+// box, hamming), as PIL computes it (support widened when downscaling, 8-bit fixed point).
+ImageRGB resize(const ImageRGB& image, int width, int height, const std::string& filter);
+
+// float32 [3, crop, crop]: resize the shortest edge, centre crop, rescale and normalise.
+std::vector<float> preprocess(const ImageRGB& image, const PreprocessParams& params);
+
+// uint8 HWC -> float32 CHW with rescale (double) then normalise (float), as the Python runtime.
+std::vector<float> normalize(const ImageRGB& image, const PreprocessParams& params);
+
+// LLaVA-NeXT "anyres" tiling (the manifest's `anyres` record), as the Python runtime's anyres.py.
+struct AnyresParams {
+  std::vector<std::array<int, 2>> pinpoints;  // (h, w)
+  std::vector<std::array<int, 2>> grids;      // (tile rows, tile cols), indexed by grid_index
+  int tile_size = 336;                        // S
+  int side = 24;                              // patch tokens per tile side
+  int max_tiles = 4;
+};
+
+struct AnyresInputs {
+  std::vector<float> pixel_values;  // [1 + max_tiles, 3, S, S]: base image, tiles row-major, unused slots 0
+  int64_t grid_index = 0;           // the grid's index in AnyresParams::grids
+  std::vector<float> tile_mask;     // [max_tiles, side * side]: 1 for a used tile's token inside the image
+  std::vector<int64_t> packed_order;  // LLaVA-NeXT's unpruned token order, -1 = image newline
+};
+
+AnyresInputs preprocess_anyres(const ImageRGB& image, const PreprocessParams& params, const AnyresParams& anyres);
+
+}  // namespace edgecompress
