@@ -1,0 +1,2 @@
+// edgecompress-run: placeholder until the pipeline lands.
+int main() { return 0; }
