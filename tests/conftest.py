@@ -130,6 +130,18 @@ def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def next_bundles(tmp_path_factory) -> dict:
+    """tiny-llava-next bundles (HiRED 20% and unpruned), shared by the LLaVA-NeXT and C++ tests."""
+    from edgecompress import export_bundle
+
+    root = tmp_path_factory.mktemp("next")
+    return {
+        "hired": export_bundle("tiny-llava-next", budget="20%", out=root / "hired"),
+        "none": export_bundle("tiny-llava-next", method="none", out=root / "none"),
+    }
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `edgecompress` console entry point in a subprocess."""
     return subprocess.run(

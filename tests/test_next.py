@@ -70,17 +70,6 @@ def next_processor(tiny_next):
     return AutoProcessor.from_pretrained(tiny_next.text_source)
 
 
-@pytest.fixture(scope="module")
-def next_bundles(tmp_path_factory, tiny_next):
-    from edgecompress import export_bundle
-
-    root = tmp_path_factory.mktemp("next")
-    return {
-        "hired": export_bundle("tiny-llava-next", budget="20%", out=root / "hired"),
-        "none": export_bundle("tiny-llava-next", method="none", out=root / "none"),
-    }
-
-
 def partition_budget(adapter, budget: str):
     """(resolved budget, split) for HiRED on this model: the one resolution export uses."""
     from edgecompress.architecture import Architecture

@@ -1,0 +1,45 @@
+// Execution backends behind one interface (the Python runtime's backends.py): the vision graph,
+// and the decoder with its KV cache held by the backend, where it computes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "manifest.hpp"
+
+namespace edgecompress {
+
+// A vision-graph input: values as float32 (converted to the graph's type) or int64.
+struct Feed {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> floats;
+  std::vector<int64_t> ints;
+};
+
+struct VisionOutput {
+  std::vector<float> embeds;  // [tokens, hidden] as float32 (exact for a float16 graph)
+  int64_t tokens = 0, hidden = 0;
+  std::vector<int64_t> kept;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const std::string& name() const = 0;
+  virtual VisionOutput vision(const std::vector<Feed>& feeds) = 0;
+  // Start a new sequence: an empty cache.
+  virtual void reset() = 0;
+  // Run the decoder over `tokens` embeddings [tokens, hidden] at positions first_position...,
+  // appending to the cache; the last token's logits as float32.
+  virtual std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) = 0;
+  // FastV bundles: the prefill graph (prunes image tokens inside the language model); fills the
+  // cache and the kept indices.
+  virtual std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) = 0;
+};
+
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads);
+
+}  // namespace edgecompress

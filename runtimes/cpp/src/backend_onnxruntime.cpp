@@ -1,0 +1,236 @@
+// ONNX Runtime (C++ API) on the CPU, or CUDA where the library has its execution provider.
+// The KV cache is the decoder's own output values, fed back through an IoBinding: no copy per
+// token on the CPU, and on CUDA the cache stays in device memory.
+#include <onnxruntime_cxx_api.h>
+
+#include <algorithm>
+
+#include "backend.hpp"
+#include "edgecompress/error.hpp"
+#include "npy.hpp"
+
+namespace edgecompress {
+namespace {
+
+Ort::Env& environment() {
+  static Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "edgecompress");
+  return env;
+}
+
+ONNXTensorElementDataType element_type(const std::string& dtype) {
+  if (dtype == "float32") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (dtype == "float16") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+  if (dtype == "int64") return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  throw Error("the manifest declares a tensor of type " + dtype + ", which the C++ runtime does not feed",
+              "Re-export the bundle with --precision fp32 or fp16.");
+}
+
+std::string first_line(const std::string& text) {
+  auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+// float32 values in a tensor of `type` (float32 or float16); `storage` keeps the bytes alive.
+Ort::Value float_tensor(const std::vector<float>& values, const std::vector<int64_t>& shape, ONNXTensorElementDataType type,
+                        std::vector<uint16_t>& storage, const Ort::MemoryInfo& cpu) {
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    storage.resize(values.size());
+    std::transform(values.begin(), values.end(), storage.begin(), float_to_half);
+    return Ort::Value::CreateTensor(cpu, storage.data(), storage.size() * 2, shape.data(), shape.size(), type);
+  }
+  return Ort::Value::CreateTensor(cpu, const_cast<float*>(values.data()), values.size() * 4, shape.data(), shape.size(), type);
+}
+
+std::vector<float> to_floats(const Ort::Value& value, size_t first = 0) {
+  auto info = value.GetTensorTypeAndShapeInfo();
+  size_t count = info.GetElementCount() - first;
+  std::vector<float> out(count);
+  if (info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    const uint16_t* data = reinterpret_cast<const uint16_t*>(value.GetTensorRawData()) + first;
+    std::transform(data, data + count, out.begin(), half_to_float);
+  } else {
+    const float* data = value.GetTensorData<float>() + first;
+    std::copy(data, data + count, out.begin());
+  }
+  return out;
+}
+
+class OnnxRuntimeBackend final : public Backend {
+ public:
+  OnnxRuntimeBackend(const std::string& bundle, const Manifest& manifest, bool cuda, int threads)
+      : name_(cuda ? "onnxruntime-cuda" : "onnxruntime-cpu"),
+        cpu_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
+        cache_memory_(cuda ? Ort::MemoryInfo("Cuda", OrtDeviceAllocator, 0, OrtMemTypeDefault)
+                           : Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
+    for (const char* required : {"vision", "decoder"}) {
+      if (!manifest.graphs.count(required) || (std::string(required) == "decoder" && !manifest.language_model))
+        throw Error("bundle " + bundle + " has no " + required + " graph",
+                    "Re-export it with `edgecompress export` (vision-only bundles cannot generate text).");
+    }
+    Ort::SessionOptions options;
+    options.SetLogSeverityLevel(3);
+    if (threads > 0) options.SetIntraOpNumThreads(threads);
+    // weight-only quantization as the bundle declares it (the Python runtime's weight_only_config)
+    if (manifest.weights_format == "int4") options.AddConfigEntry("session.qdq_matmulnbits_accuracy_level", "0");
+    if (manifest.weights_format == "int8") options.AddConfigEntry("session.disable_quant_qdq", "1");
+    if (cuda) {
+      auto providers = Ort::GetAvailableProviders();
+      if (std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") == providers.end())
+        throw Error("the CUDA backend needs onnxruntime-gpu",
+                    "Build against an ONNX Runtime with CUDA (a onnxruntime-gpu release), or use --backend onnxruntime-cpu.");
+      OrtCUDAProviderOptions cuda_options{};
+      options.AppendExecutionProvider_CUDA(cuda_options);
+    }
+    vision_ = open(bundle, manifest.graphs.at("vision").file, options);
+    decoder_ = open(bundle, manifest.graphs.at("decoder").file, options);
+    if (manifest.graphs.count("prefill")) prefill_ = open(bundle, manifest.graphs.at("prefill").file, options);
+
+    const GraphSpec& vision = manifest.graphs.at("vision");
+    for (const TensorSpec& t : vision.inputs) vision_types_[t.name] = element_type(t.dtype);
+    for (const TensorSpec& t : vision.outputs) vision_outputs_.push_back(t.name);
+    const GraphSpec& decoder = manifest.graphs.at("decoder");
+    const TensorSpec* embeds = decoder.input("inputs_embeds");
+    if (!embeds || decoder.inputs.size() < 2) throw Error("bundle " + bundle + ": the decoder graph does not take inputs_embeds and position_ids");
+    embeds_type_ = element_type(embeds->dtype);
+    for (size_t i = 2; i < decoder.inputs.size(); ++i) {
+      past_names_.push_back(decoder.inputs[i].name);
+      kv_type_ = element_type(decoder.inputs[i].dtype);
+    }
+    for (const TensorSpec& t : decoder.outputs) decoder_outputs_.push_back(t.name);
+    const LanguageModelSpec& lm = *manifest.language_model;
+    kv_shape_ = {1, lm.num_kv_heads, 0, lm.head_dim};
+    if (prefill_) {
+      for (const TensorSpec& t : manifest.graphs.at("prefill").outputs) prefill_outputs_.push_back(t.name);
+    }
+  }
+
+  const std::string& name() const override { return name_; }
+
+  VisionOutput vision(const std::vector<Feed>& feeds) override {
+    std::vector<Ort::Value> values;
+    std::vector<const char*> names;
+    std::vector<std::vector<uint16_t>> storage(feeds.size());
+    for (size_t i = 0; i < feeds.size(); ++i) {
+      const Feed& feed = feeds[i];
+      names.push_back(feed.name.c_str());
+      auto type = vision_types_.count(feed.name) ? vision_types_.at(feed.name) : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64)
+        values.push_back(Ort::Value::CreateTensor(cpu_, const_cast<int64_t*>(feed.ints.data()), feed.ints.size() * 8,
+                                                  feed.shape.data(), feed.shape.size(), type));
+      else
+        values.push_back(float_tensor(feed.floats, feed.shape, type, storage[i], cpu_));
+    }
+    std::vector<const char*> outputs;
+    for (const std::string& o : vision_outputs_) outputs.push_back(o.c_str());
+    auto result = run(*vision_, "vision", names, values, outputs);
+    VisionOutput out;
+    auto shape = result[0].GetTensorTypeAndShapeInfo().GetShape();  // [1, tokens, hidden]
+    out.tokens = shape.at(1), out.hidden = shape.at(2);
+    out.embeds = to_floats(result[0]);
+    const int64_t* kept = result[1].GetTensorData<int64_t>();
+    out.kept.assign(kept, kept + result[1].GetTensorTypeAndShapeInfo().GetElementCount());
+    return out;
+  }
+
+  void reset() override {
+    Ort::AllocatorWithDefaultOptions allocator;
+    cache_.clear();
+    for (size_t i = 0; i < past_names_.size(); ++i)
+      cache_.push_back(Ort::Value::CreateTensor(allocator, kv_shape_.data(), kv_shape_.size(), kv_type_));
+  }
+
+  std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) override {
+    std::vector<int64_t> positions(tokens);
+    for (int64_t i = 0; i < tokens; ++i) positions[i] = first_position + i;
+    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens}, positions_shape{1, tokens};
+    std::vector<uint16_t> storage;
+    Ort::Value embeds_value = float_tensor(embeds, embeds_shape, embeds_type_, storage, cpu_);
+    Ort::Value positions_value = Ort::Value::CreateTensor(cpu_, positions.data(), positions.size() * 8, positions_shape.data(),
+                                                          positions_shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+    Ort::IoBinding binding(*decoder_);
+    binding.BindInput("inputs_embeds", embeds_value);
+    binding.BindInput("position_ids", positions_value);
+    for (size_t i = 0; i < past_names_.size(); ++i) binding.BindInput(past_names_[i].c_str(), cache_[i]);
+    binding.BindOutput(decoder_outputs_[0].c_str(), cpu_);
+    for (size_t i = 1; i < decoder_outputs_.size(); ++i) binding.BindOutput(decoder_outputs_[i].c_str(), cache_memory_);
+    try {
+      decoder_->Run(Ort::RunOptions{nullptr}, binding);
+    } catch (const Ort::Exception& err) {
+      throw Error(std::string("ONNX Runtime failed running the decoder graph: ") + first_line(err.what()));
+    }
+    std::vector<Ort::Value> outputs = binding.GetOutputValues();
+    for (size_t i = 0; i < cache_.size(); ++i) cache_[i] = std::move(outputs[1 + i]);
+    return last_logits(outputs[0]);
+  }
+
+  std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) override {
+    if (!prefill_)
+      throw Error("this bundle has no prefill graph (its method prunes before the language model)", "Prefill with decoder() and an empty cache.");
+    std::vector<int64_t> positions(tokens);
+    for (int64_t i = 0; i < tokens; ++i) positions[i] = i;
+    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens}, positions_shape{1, tokens};
+    std::vector<uint16_t> storage;
+    std::vector<Ort::Value> inputs;
+    inputs.push_back(float_tensor(embeds, embeds_shape, embeds_type_, storage, cpu_));
+    inputs.push_back(Ort::Value::CreateTensor(cpu_, positions.data(), positions.size() * 8, positions_shape.data(),
+                                              positions_shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    std::vector<const char*> names{"inputs_embeds", "position_ids"}, outputs;
+    for (const std::string& o : prefill_outputs_) outputs.push_back(o.c_str());
+    auto result = run(*prefill_, "prefill", names, inputs, outputs);
+    const int64_t* data = result[1].GetTensorData<int64_t>();
+    kept.assign(data, data + result[1].GetTensorTypeAndShapeInfo().GetElementCount());
+    cache_.clear();
+    for (size_t i = 2; i < result.size(); ++i) cache_.push_back(std::move(result[i]));
+    return last_logits(result[0]);
+  }
+
+ private:
+  std::unique_ptr<Ort::Session> open(const std::string& bundle, const std::string& relative, const Ort::SessionOptions& options) {
+    std::string path = inside(bundle, relative);
+    try {
+      return std::make_unique<Ort::Session>(environment(), path.c_str(), options);
+    } catch (const Ort::Exception& err) {
+      throw Error("ONNX Runtime cannot load " + relative + " from " + bundle + ": " + first_line(err.what()),
+                  "The bundle is damaged or incomplete: re-export it.");
+    }
+  }
+
+  std::vector<Ort::Value> run(Ort::Session& session, const std::string& graph, const std::vector<const char*>& names,
+                              std::vector<Ort::Value>& values, const std::vector<const char*>& outputs) {
+    try {
+      return session.Run(Ort::RunOptions{nullptr}, names.data(), values.data(), values.size(), outputs.data(), outputs.size());
+    } catch (const Ort::Exception& err) {
+      throw Error("ONNX Runtime failed running the " + graph + " graph: " + first_line(err.what()));
+    }
+  }
+
+  static std::vector<float> last_logits(const Ort::Value& logits) {
+    auto shape = logits.GetTensorTypeAndShapeInfo().GetShape();
+    size_t vocab = static_cast<size_t>(shape.back());
+    size_t count = logits.GetTensorTypeAndShapeInfo().GetElementCount();
+    return to_floats(logits, count - vocab);
+  }
+
+  std::string name_;
+  Ort::MemoryInfo cpu_, cache_memory_;
+  std::unique_ptr<Ort::Session> vision_, decoder_, prefill_;
+  std::map<std::string, ONNXTensorElementDataType> vision_types_;
+  std::vector<std::string> vision_outputs_, decoder_outputs_, prefill_outputs_, past_names_;
+  ONNXTensorElementDataType embeds_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, kv_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  std::vector<int64_t> kv_shape_;
+  std::vector<Ort::Value> cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads) {
+  if (name == "onnxruntime" || name == "onnxruntime-cpu") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, false, threads);
+  if (name == "onnxruntime-cuda") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, true, threads);
+  if (name == "tensorrt")
+    throw Error("this build of the C++ runtime has no TensorRT backend",
+                "The C++ TensorRT backend is not written yet; use the Python runtime (--backend tensorrt) for engines, "
+                "or --backend onnxruntime here.");
+  throw Error("unknown backend '" + name + "'", "Available backends: onnxruntime, onnxruntime-cpu, onnxruntime-cuda.");
+}
+
+}  // namespace edgecompress

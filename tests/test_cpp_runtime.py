@@ -1,0 +1,186 @@
+"""The C++ runtime (runtimes/cpp) against the Python runtime on the same bundles: the same
+generated tokens, the same text, the same kept indices; its unit tests (ctest); its C API through
+ctypes; bad input as one message and exit status 2.
+
+Both runtimes run the same graphs with the same ONNX Runtime build and feed them the same
+preprocessed pixels (the C++ resize is PIL's arithmetic, tested in test_cpp_preprocess.py), so
+the comparison is exact equality: tokens, text and kept indices, no tolerance.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from edgecompress_runtime.pipeline import Pipeline
+from tests.cpp_build import build_cpp
+
+MAX_NEW = 12
+PROMPTS = ["What is in the picture?", "Describe the shapes and their colours, please."]
+
+
+def scene(width: int, height: int, seed: int) -> Image.Image:
+    """Noise over a flat background with a few shapes (differs across LLaVA-NeXT tiles)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((height, width, 3), (225, 225, 210), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
+    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(4, max(5, min(width, height) // 3)))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image
+
+
+@pytest.fixture(scope="module")
+def build() -> Path:
+    return build_cpp()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    """Odd sizes and aspect ratios (different LLaVA-NeXT grids), as PNG and JPEG files."""
+    root = tmp_path_factory.mktemp("cpp-images")
+    paths = []
+    for i, (size, suffix) in enumerate([((641, 479), "png"), ((333, 777), "jpg"), ((1001, 299), "png"), ((500, 500), "jpg")]):
+        path = root / f"scene-{size[0]}x{size[1]}.{suffix}"
+        scene(*size, seed=i).save(path, quality=90) if suffix == "jpg" else scene(*size, seed=i).save(path)
+        paths.append(path)
+    return paths
+
+
+def run_app(build: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(build / "edgecompress-run"), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def cpp_results(build: Path, bundle: Path, requests: list[dict], tmp_path: Path) -> list[dict]:
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    done = run_app(build, "--bundle", bundle, "--requests", path, "--json", "--max-new-tokens", MAX_NEW)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def assert_same_answers(build: Path, bundle: Path, photos: list[Path], tmp_path: Path) -> int:
+    requests = [{"image": str(p), "prompt": PROMPTS[i % 2]} for i, p in enumerate(photos)]
+    cpp = cpp_results(build, bundle, requests, tmp_path)
+    pipe = Pipeline.load(bundle)
+    tokens = 0
+    for request, got in zip(requests, cpp, strict=True):
+        want = pipe.generate_full(request["image"], request["prompt"], max_new_tokens=MAX_NEW)
+        where = f"{Path(request['image']).name} / {request['prompt']!r}"
+        assert got["token_ids"] == want.token_ids, where
+        assert got["text"] == want.text, where
+        assert got["kept_indices"] == want.kept_indices.tolist(), where
+        assert got["prompt_tokens"] == want.prompt_tokens, where
+        assert got["stopped_by"] == want.stopped_by, where
+        tokens += len(want.token_ids)
+    assert tokens > 0  # something was generated and compared
+    return tokens
+
+
+@pytest.mark.parametrize("name", ["hired-fp32", "none-fp32", "hired-fp16"])
+def test_llava_bundles_answer_token_for_token_as_python(build, bundles, photos, name, tmp_path):
+    assert_same_answers(build, bundles[name], photos, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["hired", "none"])
+def test_llava_next_bundles_answer_token_for_token_as_python(build, next_bundles, photos, name, tmp_path):
+    assert_same_answers(build, next_bundles[name], photos, tmp_path)
+
+
+def test_streamed_text_is_the_answer(build, bundles, photos):
+    """Without --json the app streams pieces to stdout: together they are the Python text."""
+    bundle = bundles["hired-fp32"]
+    done = run_app(build, "--bundle", bundle, "--image", photos[0], "--prompt", PROMPTS[0], "--max-new-tokens", MAX_NEW, "--stats")
+    assert done.returncode == 0, done.stderr
+    want = Pipeline.load(bundle).generate(str(photos[0]), PROMPTS[0], max_new_tokens=MAX_NEW)
+    assert done.stdout == want + "\n"
+    assert "TTFT" in done.stderr and "tokens/s" in done.stderr
+
+
+def test_unit_tests_pass(build):
+    done = subprocess.run(["ctest", "--output-on-failure"], cwd=build, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "tests passed" in done.stdout
+
+
+def test_c_api_from_another_language(build, bundles, photos):
+    """The C API through Python's ctypes: the answer, streamed pieces, and errors as strings."""
+    lib = ctypes.CDLL(str(build / "libedgecompress_runtime.so"))
+    lib.ec_pipeline_load.restype = ctypes.c_void_p
+    lib.ec_pipeline_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    callback_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+    lib.ec_generate.restype = ctypes.c_void_p
+    lib.ec_generate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, callback_type, ctypes.c_void_p]
+    lib.ec_last_error.restype = ctypes.c_char_p
+    lib.ec_free.argtypes = [ctypes.c_void_p]
+    lib.ec_pipeline_free.argtypes = [ctypes.c_void_p]
+
+    assert lib.ec_pipeline_load(b"/no/such/bundle", None, 0) is None
+    assert lib.ec_last_error() == b"bundle /no/such/bundle does not exist"
+
+    bundle = bundles["hired-fp32"]
+    pipe = lib.ec_pipeline_load(str(bundle).encode(), b"onnxruntime", 1)
+    assert pipe, lib.ec_last_error()
+    pieces: list[bytes] = []
+    text_pointer = lib.ec_generate(pipe, str(photos[1]).encode(), PROMPTS[1].encode(), MAX_NEW,
+                                   callback_type(lambda piece, _: pieces.append(piece)), None)
+    assert text_pointer, lib.ec_last_error()
+    text = ctypes.string_at(text_pointer).decode()
+    lib.ec_free(text_pointer)
+    assert text == Pipeline.load(bundle).generate(str(photos[1]), PROMPTS[1], max_new_tokens=MAX_NEW)
+    assert b"".join(pieces).decode() == text
+    assert lib.ec_generate(pipe, b"/no/such.png", b"hi", 4, callback_type(lambda *_: None), None) is None
+    assert lib.ec_last_error() == b"image /no/such.png does not exist"
+    lib.ec_pipeline_free(pipe)
+
+
+def test_tokenize_file_gives_the_python_tokenizers_ids(build, bundles, tmp_path):
+    from tokenizers import Tokenizer
+
+    bundle = bundles["hired-fp32"]
+    texts = ["What is in the picture?", "  two  spaces\tand a tab\n", "café ünïcödé 日本語 🙂", "<image> is special", ""]
+    path = tmp_path / "texts.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    done = run_app(build, "--bundle", bundle, "--tokenize-file", path)
+    assert done.returncode == 0, done.stderr
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    want = [" ".join(map(str, tokenizer.encode(t, add_special_tokens=False).ids)) for t in texts]
+    assert done.stdout.splitlines() == want
+
+
+def test_bad_input_is_one_message_and_exit_2(build, bundles, photos, tmp_path):
+    bundle = bundles["hired-fp32"]
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(bundle, corrupt)
+    with open(corrupt / "embed_tokens.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    cases = {
+        ("--bundle", tmp_path / "missing", "--image", photos[0], "--prompt", "hi"): f"bundle {tmp_path / 'missing'} does not exist",
+        ("--bundle", bundle, "--image", tmp_path / "none.png", "--prompt", "hi"): f"image {tmp_path / 'none.png'} does not exist",
+        ("--bundle", bundle, "--image", not_image, "--prompt", "hi"): f"cannot read image {not_image}",
+        ("--bundle", bundle, "--image", photos[0], "--prompt", "  "): "the prompt is empty",
+        ("--bundle", bundle, "--image", photos[0], "--prompt", "hi", "--max-new-tokens", "0"): "--max-new-tokens must be an integer of at least 1",
+        ("--bundle", bundle, "--image", photos[0], "--prompt", "hi", "--max-new-tokens", "5000"): "over this bundle's maximum sequence",
+        ("--bundle", bundle, "--image", photos[0], "--prompt", "hi", "--backend", "cuda"): "unknown backend 'cuda'",
+        ("--bundle", corrupt, "--image", photos[0], "--prompt", "hi"): "embed_tokens.npy does not match its sha256",
+        ("--bundle", bundle, "--image", photos[0]): "give --image and --prompt",
+        ("--frobnicate",): "unknown option --frobnicate",
+    }
+    for args, message in cases.items():
+        done = run_app(build, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: ") and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
+        assert done.stdout == ""
