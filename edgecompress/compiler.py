@@ -129,6 +129,7 @@ def export_bundle(
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
     # torch, transformers and onnx load only now: a mistyped option is refused in a second
+    from edgecompress.graph.cache import cache_folder, graph_key, keep_graph, reuse_graph
     from edgecompress.graph.export import export_onnx
     from edgecompress.models.loading import load_model
 
@@ -166,9 +167,19 @@ def export_bundle(
         if not vision_only:
             decoder = decoder if pruning is not None else adapter.plan_decoder(precision)
             layers = decoder.facts["num_layers"]
-            with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision})"):
-                files = export_onnx(decoder.module, decoder.example, decoder.spec, writer.staging / "decoder.onnx",
-                                    dynamic_shapes=decoder.dynamic_shapes)
+            # the same language model exports the same graph whatever the budget (not a pruning decoder's)
+            key = graph_key(decoder.module, decoder.facts, precision, decoder.spec) if pruning is None else None
+            files = reuse_graph(key, writer.staging) if key else None
+            if files is not None:
+                with steps.step("export-decoder", f"Decoder graph ({layers} layers, KV cache, {precision}) reused from "
+                                f"the graph cache ({cache_folder()}): the same weights and code exported it before"):
+                    pass
+            else:
+                with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision})"):
+                    files = export_onnx(decoder.module, decoder.example, decoder.spec, writer.staging / "decoder.onnx",
+                                        dynamic_shapes=decoder.dynamic_shapes)
+                if key:
+                    keep_graph(key, writer.staging, files)
             with steps.step("verify-decoder", "Verifying decoder graph"):
                 graphs["decoder"] = verified_entry(writer.staging, files, decoder.spec)
             with steps.step("assets", "Writing token embeddings and tokenizer"):
