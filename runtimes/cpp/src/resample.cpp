@@ -184,6 +184,19 @@ ImageRGB resize_nearest(const ImageRGB& image, int width, int height) {
   return out;
 }
 
+// Which pass Pillow 13 runs first when both sides change (its pixels depend on it: the first
+// pass rounds to 8 bits). Pillow 13 runs the vertical pass first where the height shrinks and the
+// width does not (Pillow PR #9549), and for some images that shrink both ways by a rule not in
+// the Pillow sources available here. The rule below is measured against Pillow 13.0.0: exact
+// where one side shrinks, and for a tall image shrinking both ways vertical first where that
+// leaves the smaller intermediate image; on random sizes shrinking both ways it picks Pillow's
+// order 53 times in 62 (the rest differ by a few levels on some pixels).
+bool vertical_first(int in_width, int in_height, int width, int height) {
+  if (height >= in_height) return false;
+  if (width >= in_width) return true;
+  return in_height > in_width && int64_t(in_width) * height < int64_t(in_height) * width;
+}
+
 }  // namespace
 
 ImageRGB resize(const ImageRGB& image, int width, int height, const std::string& filter_name) {
@@ -197,13 +210,17 @@ ImageRGB resize(const ImageRGB& image, int width, int height, const std::string&
                 "Use one of nearest, bilinear, bicubic, lanczos, box, hamming.");
 
   const bool horizontal = width != image.width, vertical = height != image.height;
-  const Kernel rows = make_kernel(image.height, height, *filter);
+  const Kernel columns = make_kernel(image.width, width, *filter), rows = make_kernel(image.height, height, *filter);
   if (!horizontal) return resample_vertical(image, 0, rows);
+  if (!vertical) return resample_horizontal(image, 0, image.height, columns);
+  if (vertical_first(image.width, image.height, width, height)) {
+    const ImageRGB shortened = resample_vertical(image, 0, rows);
+    return resample_horizontal(shortened, 0, height, columns);
+  }
   // Resample horizontally only the rows the vertical pass reads, as PIL does.
   const int row0 = rows.first.front();
   const int row_end = rows.first.back() + rows.count.back();
-  const ImageRGB narrowed = resample_horizontal(image, row0, row_end - row0, make_kernel(image.width, width, *filter));
-  return vertical ? resample_vertical(narrowed, row0, rows) : narrowed;
+  return resample_vertical(resample_horizontal(image, row0, row_end - row0, columns), row0, rows);
 }
 
 }  // namespace edgecompress
