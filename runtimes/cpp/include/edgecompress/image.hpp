@@ -56,6 +56,10 @@ struct AnyresInputs {
   std::vector<int64_t> packed_order;  // LLaVA-NeXT's unpruned token order, -1 = image newline
 };
 
+// The pinpoint (h, w) an image of `size` (h, w) is tiled at: the most effective pixels, then the
+// fewest wasted, the first listed on a tie (transformers' select_best_resolution).
+std::array<int, 2> select_best_resolution(std::array<int, 2> size, const std::vector<std::array<int, 2>>& pinpoints);
+
 AnyresInputs preprocess_anyres(const ImageRGB& image, const PreprocessParams& params, const AnyresParams& anyres);
 
 }  // namespace edgecompress
