@@ -169,7 +169,7 @@ def test_bad_input_is_one_message_and_exit_2(build, bundles, photos, tmp_path):
     cases = {
         ("--bundle", tmp_path / "missing", "--image", photos[0], "--prompt", "hi"): f"bundle {tmp_path / 'missing'} does not exist",
         ("--bundle", bundle, "--image", tmp_path / "none.png", "--prompt", "hi"): f"image {tmp_path / 'none.png'} does not exist",
-        ("--bundle", bundle, "--image", not_image, "--prompt", "hi"): f"cannot read image {not_image}",
+        ("--bundle", bundle, "--image", not_image, "--prompt", "hi"): f"{not_image} is not an image",
         ("--bundle", bundle, "--image", photos[0], "--prompt", "  "): "the prompt is empty",
         ("--bundle", bundle, "--image", photos[0], "--prompt", "hi", "--max-new-tokens", "0"): "--max-new-tokens must be an integer of at least 1",
         ("--bundle", bundle, "--image", photos[0], "--prompt", "hi", "--max-new-tokens", "5000"): "over this bundle's maximum sequence",
