@@ -184,3 +184,21 @@ def test_bad_input_is_one_message_and_exit_2(build, bundles, photos, tmp_path):
         assert done.stderr.startswith("error: ") and message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
         assert done.stdout == ""
+
+
+def test_an_application_finds_the_installed_runtime_with_cmake(build, bundles, photos, tmp_path):
+    """`cmake --install`, then examples/embed configured with find_package(edgecompress_runtime):
+    it builds, and its streamed answer is the Python runtime's."""
+    prefix, example = tmp_path / "prefix", build.parent / "examples" / "embed"
+    steps = [["cmake", "--install", str(build), "--prefix", str(prefix)],
+             ["cmake", "-S", str(example), "-B", str(tmp_path / "embed"), f"-DCMAKE_PREFIX_PATH={prefix}"],
+             ["cmake", "--build", str(tmp_path / "embed")]]
+    for command in steps:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
+    bundle = bundles["hired-fp32"]
+    done = subprocess.run([str(tmp_path / "embed" / "describe"), str(bundle), str(photos[2])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    want = Pipeline.load(bundle).generate(str(photos[2]), "What is in the picture?", max_new_tokens=32)
+    assert done.stdout == want + "\n"
+    assert "tokens/s" in done.stderr
