@@ -158,6 +158,15 @@ std::optional<int64_t> Tokenizer::token_to_id(const std::string& token) const {
   return std::nullopt;
 }
 
+std::vector<std::string> Tokenizer::pre_tokenize(const std::string& text) const {
+  std::vector<tk::Piece> pieces;
+  if (!text.empty()) pieces.push_back({text, std::nullopt, true});
+  if (impl_->pre_tokenizer) impl_->pre_tokenizer(pieces);
+  std::vector<std::string> out;
+  for (tk::Piece& piece : pieces) out.push_back(std::move(piece.text));
+  return out;
+}
+
 size_t Tokenizer::vocab_size() const {
   return impl_->model->vocab_size() + impl_->added.count_beyond(*impl_->model);
 }
