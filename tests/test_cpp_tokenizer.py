@@ -19,6 +19,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from tokenizers import normalizers, pre_tokenizers
 
 from tests.cpp_build import cpp_build  # noqa: F401  (the session fixture)
 
@@ -206,11 +207,12 @@ def llama_bpe(metaspace: dict | None, last_byte: int = 0xFF):
     return tokenizer
 
 
-def word_level(pre_tokenizer_name: str):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+def word_level(pre_tokenizer, normalizer=None):
+    from tokenizers import Tokenizer, models, processors, trainers
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = getattr(pre_tokenizers, pre_tokenizer_name)()
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.normalizer = normalizer
     trainer = trainers.WordLevelTrainer(vocab_size=800, special_tokens=["[UNK]", "[CLS]", "[SEP]"], show_progress=False)
     tokenizer.train_from_iterator(training_corpus(), trainer=trainer)
     tokenizer.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
@@ -232,8 +234,11 @@ TOKENIZERS = {
     "metaspace-first": lambda: llama_bpe({"replacement": "▁", "prepend_scheme": "first", "split": False}),
     "metaspace-always-split-unk": lambda: llama_bpe({"replacement": "▁", "prepend_scheme": "always", "split": True},
                                                     last_byte=0x7F),
-    "wordlevel-whitespace": lambda: word_level("Whitespace"),
-    "wordlevel-whitespacesplit": lambda: word_level("WhitespaceSplit"),
+    "wordlevel-whitespace": lambda: word_level(pre_tokenizers.Whitespace()),
+    "wordlevel-whitespacesplit": lambda: word_level(pre_tokenizers.WhitespaceSplit()),
+    "wordlevel-digits-strip": lambda: word_level(
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.WhitespaceSplit()]),
+        normalizers.Strip(left=True, right=True)),
 }
 
 

@@ -142,8 +142,7 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
   } catch (const std::invalid_argument& e) {  // unicode::decode
     throw Error(std::string("tokenizer: the text to encode is not valid UTF-8 (") + e.what() + ")",
                 "pass UTF-8 text");
-  } catch (const std::runtime_error& e) {
-    if (dynamic_cast<const Error*>(&e)) throw;
+  } catch (const std::runtime_error& e) {  // the model's: an unk token the vocab lacks
     throw Error(std::string("tokenizer: cannot encode the text: ") + e.what());
   }
 }

@@ -1,6 +1,5 @@
 #include "tokenizer_models.hpp"
 
-#include <array>
 #include <cstdio>
 #include <queue>
 #include <stdexcept>
