@@ -27,6 +27,9 @@ class Tokenizer {
   // text as tokenizers' decode(ids, skip_special_tokens=...)
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
   std::optional<int64_t> token_to_id(const std::string& token) const;
+  // The pieces the pre-tokenizer alone cuts `text` into (no added tokens, no normalizer), as
+  // tokenizers' pre_tokenizer.pre_tokenize_str(text); the text itself when there is none.
+  std::vector<std::string> pre_tokenize(const std::string& text) const;
   size_t vocab_size() const;
 
  private:
