@@ -260,3 +260,12 @@ def test_validate_compares_the_bundle_with_the_pytorch_fastv_pipeline(fastv_bund
     assert summary["agreement"]["bundle_vs_pytorch_pruned"] == 1.0
     kept = summary["kept_tokens_vs_pytorch_pruned"]
     assert kept["compared"] == 3 and kept["agree_within_tie_band"] == 1.0
+
+
+def test_the_cpp_runtime_answers_as_python(fastv_bundle, tmp_path):
+    """The C++ runtime runs the prefill graph (pruning inside the language model) and the
+    shorter-cache decode steps token for token as the Python runtime (exact: same graphs)."""
+    from tests.cpp_build import build_cpp
+    from tests.cpp_parity import assert_same_answers, write_photos
+
+    assert_same_answers(build_cpp(), fastv_bundle, write_photos(tmp_path / "images"), tmp_path)

@@ -219,3 +219,13 @@ def test_compare_holds_a_quantized_bundle_to_its_weight_format_bound(quantized, 
     result = run_cli("compare", str(reference), str(quantized["int8"]), "--no-margins", "--images", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rel 0.005" in result.stdout and "reported (quantized weights)" in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_the_cpp_runtime_answers_as_python(quantized, fmt, tmp_path):
+    """The C++ runtime runs a quantized graph as the Python runtime does (int4 fused at accuracy
+    level 0, int8 unfused): the same tokens (exact: same graphs, same session settings)."""
+    from tests.cpp_build import build_cpp
+    from tests.cpp_parity import assert_same_answers, write_photos
+
+    assert_same_answers(build_cpp(), quantized[fmt], write_photos(tmp_path / "images"), tmp_path)
