@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <iostream>
@@ -184,9 +185,10 @@ class TensorRTBackend final : public Backend {
     layers_ = lm.num_layers, heads_ = lm.num_kv_heads, head_dim_ = lm.head_dim;
     // after a pruning prefill engine (FastV) the decoder engine has one profile: decode
     decode_profile_ = manifest.decoder_pruning ? 0 : 1;
-    decode_profile_ = std::min(decode_profile_, engines_.at("decoder").engine->getNbOptimizationProfiles() - 1);
+    decode_profile_ = std::max(0, std::min(decode_profile_, engines_.at("decoder").engine->getNbOptimizationProfiles() - 1));
     int64_t limit = kv_length_limit(manifest.data);
-    allocate_cache(limit > 0 ? limit : manifest.max_sequence);
+    // the shapes the engine was built with, as the manifest records them (its sha256 was checked)
+    allocate_cache(kv_capacity(profile_maxima(record.graphs.at("decoder")), layers_, limit > 0 ? limit : manifest.max_sequence));
   }
 
   ~TensorRTBackend() override {
@@ -269,27 +271,16 @@ class TensorRTBackend final : public Backend {
     return out;
   }
 
-  // Two sets of per-layer key and value buffers, each as long as the longest present the
-  // decoder's profiles allow (a static engine: the manifest's limit).
-  void allocate_cache(int64_t fallback) {
-    const nvinfer1::ICudaEngine& decoder = *engines_.at("decoder").engine;
-    std::vector<ProfileMax> maxima;
-    for (int p = 0; p < decoder.getNbOptimizationProfiles(); ++p) {
-      ProfileMax shapes;
-      for (int t = 0; t < decoder.getNbIOTensors(); ++t) {
-        const char* name = decoder.getIOTensorName(t);
-        if (decoder.getTensorIOMode(name) != nvinfer1::TensorIOMode::kINPUT) continue;
-        std::vector<int64_t> max = to_shape(decoder.getProfileShape(name, p, nvinfer1::OptProfileSelector::kMAX));
-        if (!max.empty()) shapes[name] = max;
-      }
-      if (shapes.count("inputs_embeds")) maxima.push_back(std::move(shapes));
-    }
-    capacity_ = kv_capacity(maxima, layers_, fallback);
-    kv_type_ = decoder.getTensorDataType("past.0.key");
+  // Two sets of per-layer key and value buffers, each `capacity` tokens long: the longest present
+  // the decoder's optimization profiles allow (a static engine: the manifest's limit). Twice the
+  // cache's size in device memory, the price of never copying it.
+  void allocate_cache(std::vector<int64_t> capacity) {
+    capacity_ = std::move(capacity);
+    DataType kv_type = engines_.at("decoder").engine->getTensorDataType("past.0.key");
     for (auto& set : cache_) {
       set.clear();
       for (int i = 0; i < layers_; ++i) {
-        size_t bytes = static_cast<size_t>(heads_ * capacity_[i] * head_dim_) * element_size(kv_type_);
+        size_t bytes = static_cast<size_t>(heads_ * capacity_[i] * head_dim_) * element_size(kv_type);
         for (int part = 0; part < 2; ++part) {
           set.emplace_back();
           set.back().reserve(bytes);
@@ -445,7 +436,11 @@ class TensorRTBackend final : public Backend {
   }
 
   const void* to_type(const std::vector<int64_t>& values, DataType type, const std::string& name, std::deque<std::vector<uint8_t>>& staging) {
-    if (type == DataType::kINT64) return values.data();
+    if (type == DataType::kINT64) {  // copied: position ids are a temporary of the caller
+      staging.emplace_back(values.size() * 8);
+      std::memcpy(staging.back().data(), values.data(), values.size() * 8);
+      return staging.back().data();
+    }
     if (type != DataType::kINT32) throw unfed(name, type);
     staging.emplace_back(values.size() * 4);
     int32_t* narrow = reinterpret_cast<int32_t*>(staging.back().data());
@@ -465,7 +460,6 @@ class TensorRTBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   int layers_ = 0, decode_profile_ = 1;
   int64_t heads_ = 0, head_dim_ = 0;
-  DataType kv_type_ = DataType::kFLOAT;
   std::vector<int64_t> capacity_;           // tokens per layer each cache buffer holds
   std::array<std::vector<DeviceBuffer>, 2> cache_;  // [set][2 * layer + (0 key, 1 value)]
   int past_ = 0;                            // the set holding the past
