@@ -7,6 +7,7 @@
 #                 shared library of the Python onnxruntime package (.venv, or pip download).
 #   nlohmann-json, stb   the system's headers where installed, else Debian's .debs, unpacked here.
 #   OpenSSL libcrypto    optional (sha256); a built-in implementation otherwise.
+#   TensorRT + CUDA      optional (--backend tensorrt): JetPack's, or TENSORRT_ROOT (include/ + lib/).
 # Nothing is installed system-wide. Usage: bash runtimes/cpp/build.sh [--debug] [--clean]
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -76,7 +77,8 @@ fi
 
 say "configuring ($TYPE; ONNX Runtime from $ONNXRUNTIME_ROOT)"
 cmake -S "$HERE" -B "$BUILD" -DCMAKE_BUILD_TYPE="$TYPE" -DONNXRUNTIME_ROOT="$ONNXRUNTIME_ROOT" \
-  -DEDGECOMPRESS_DEPS="$DEPS/root" -DEDGECOMPRESS_BUILD_TESTS=ON > "$BUILD/configure.log" \
+  -DEDGECOMPRESS_DEPS="$DEPS/root" -DEDGECOMPRESS_BUILD_TESTS=ON ${TENSORRT_ROOT:+-DTENSORRT_ROOT="$TENSORRT_ROOT"} \
+  > "$BUILD/configure.log" \
   || { cat "$BUILD/configure.log" >&2; exit 1; }
 JOBS="$(nproc 2>/dev/null || echo 2)"
 say "building with $JOBS jobs"

@@ -34,7 +34,9 @@ options:
   --image FILE           a JPEG or PNG image
   --prompt TEXT          the question about the image
   --requests FILE        one JSON object a line, {"image": ..., "prompt": ...}; one JSON line out each
-  --backend NAME         onnxruntime (default; = onnxruntime-cpu) or onnxruntime-cuda
+  --backend NAME         onnxruntime (default; = onnxruntime-cpu), onnxruntime-cuda, or tensorrt
+                         (the engines of `edgecompress build`; builds with TensorRT only)
+  --profile NAME         tensorrt: run the engines built for this profile (needed when there are several)
   --max-new-tokens N     at most N generated tokens (default 64)
   --threads N            ONNX Runtime intra-op threads (default: its own choice)
   --repeat N             run each request N times after one warm-up; --stats shows the medians
@@ -49,7 +51,7 @@ options:
 )";
 
 struct Args {
-  std::string bundle, image, prompt, requests, backend = "onnxruntime", tokenize_file, tokenizer;
+  std::string bundle, image, prompt, requests, backend = "onnxruntime", profile, tokenize_file, tokenizer;
   int max_new_tokens = 64, threads = 0, repeat = 1;
   bool stats = false, json_out = false, ignore_eos = false, check_hashes = true;
 };
@@ -69,7 +71,7 @@ Args parse(int argc, char** argv) {
   std::map<std::string, std::string*> strings{{"--bundle", &args.bundle},   {"--image", &args.image},
                                               {"--prompt", &args.prompt},   {"--requests", &args.requests},
                                               {"--backend", &args.backend}, {"--tokenize-file", &args.tokenize_file},
-                                              {"--tokenizer", &args.tokenizer}};
+                                              {"--tokenizer", &args.tokenizer}, {"--profile", &args.profile}};
   std::map<std::string, std::pair<int*, int>> ints{
       {"--max-new-tokens", {&args.max_new_tokens, 1}}, {"--threads", {&args.threads, 0}}, {"--repeat", {&args.repeat, 1}}};
   std::map<std::string, bool*> switches{{"--stats", &args.stats}, {"--json", &args.json_out}, {"--ignore-eos", &args.ignore_eos}};
@@ -170,7 +172,7 @@ json timings_json(const std::vector<edgecompress::Timings>& runs) {
 }
 
 int generate(const Args& args) {
-  auto pipe = edgecompress::Pipeline::load(args.bundle, {args.backend, args.threads, args.check_hashes});
+  auto pipe = edgecompress::Pipeline::load(args.bundle, {args.backend, args.threads, args.check_hashes, args.profile});
   std::vector<json> requests;
   if (!args.requests.empty()) {
     requests = read_json_lines(args.requests);

@@ -40,6 +40,11 @@ class Backend {
   virtual std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) = 0;
 };
 
-std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads);
+// `profile`: which profile's TensorRT engines (empty: the bundle's only one); the other backends ignore it.
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads,
+                                      const std::string& profile = "");
+
+// backend_tensorrt.cpp, in builds with TensorRT (EDGECOMPRESS_WITH_TENSORRT) only.
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle, const Manifest& manifest, const std::string& profile);
 
 }  // namespace edgecompress

@@ -223,14 +223,22 @@ class OnnxRuntimeBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads) {
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads,
+                                      const std::string& profile) {
   if (name == "onnxruntime" || name == "onnxruntime-cpu") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, false, threads);
   if (name == "onnxruntime-cuda") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, true, threads);
-  if (name == "tensorrt")
+  if (name == "tensorrt") {
+#ifdef EDGECOMPRESS_WITH_TENSORRT
+    return make_tensorrt_backend(bundle, manifest, profile);
+#else
+    (void)profile;
     throw Error("this build of the C++ runtime has no TensorRT backend",
-                "The C++ TensorRT backend is not written yet; use the Python runtime (--backend tensorrt) for engines, "
-                "or --backend onnxruntime here.");
-  throw Error("unknown backend '" + name + "'", "Available backends: onnxruntime, onnxruntime-cpu, onnxruntime-cuda.");
+                "Rebuild it where CMake finds TensorRT and the CUDA toolkit: on Jetson, JetPack's TensorRT "
+                "(sudo apt install nvidia-jetpack); elsewhere, -DTENSORRT_ROOT=<folder with include/ and lib/ of a TensorRT release>. "
+                "Or use the Python runtime (--backend tensorrt), or --backend onnxruntime here.");
+#endif
+  }
+  throw Error("unknown backend '" + name + "'", "Available backends: onnxruntime, onnxruntime-cpu, onnxruntime-cuda, tensorrt.");
 }
 
 }  // namespace edgecompress

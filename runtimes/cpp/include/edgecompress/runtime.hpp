@@ -22,9 +22,10 @@
 namespace edgecompress {
 
 struct LoadOptions {
-  std::string backend = "onnxruntime";  // onnxruntime (= onnxruntime-cpu), onnxruntime-cuda
+  std::string backend = "onnxruntime";  // onnxruntime (= onnxruntime-cpu), onnxruntime-cuda, tensorrt
   int threads = 0;                      // ONNX Runtime intra-op threads; 0: its default
   bool check_hashes = true;             // sha256 of every bundle file before loading
+  std::string profile;                  // tensorrt: whose engines (edgecompress build --profile); empty: the only one
 };
 
 struct GenerateOptions {
