@@ -171,8 +171,8 @@ def export_bundle(
             key = graph_key(decoder.module, decoder.facts, precision, decoder.spec) if pruning is None else None
             files = reuse_graph(key, writer.staging) if key else None
             if files is not None:
-                with steps.step("export-decoder", f"Decoder graph ({layers} layers, KV cache, {precision}) reused from "
-                                f"the graph cache ({cache_folder()}): the same weights and code exported it before"):
+                with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision}): "
+                                f"reused from the graph cache ({cache_folder()}), the same weights and code exported it before"):
                     pass
             else:
                 with steps.step("export-decoder", f"Exporting decoder graph ({layers} layers, KV cache, {precision})"):

@@ -221,3 +221,53 @@ def test_tiny_checkpoint_is_a_llava_hf_layout(tiny_checkpoint, processor):
 
     ids = processor(images=Image.new("RGB", (336, 336)), text=prompt, return_tensors="pt")["input_ids"]
     assert int((ids == config.image_token_id).sum()) == 576  # one placeholder per patch
+
+
+class RecordedSteps:
+    """A Steps reporter that keeps each step's description."""
+
+    def __init__(self):
+        from edgecompress.steps import Steps
+
+        self.descriptions: dict[str, str] = {}
+        outer = self
+
+        class Recorder(Steps):
+            def started(self, key, description):
+                outer.descriptions[key] = description
+
+        self.steps = Recorder()
+
+
+def test_the_graph_cache_gives_what_a_fresh_export_writes(bundles, tmp_path, monkeypatch):
+    """edgecompress.graph.cache: exporting tiny-llava-random again (another budget) copies the
+    decoder graph the session's first export stored, and those bytes equal a fresh export's with
+    the cache turned off (the export is deterministic); the manifest's sha256 holds for both."""
+    reused, fresh = RecordedSteps(), RecordedSteps()
+    a = export_bundle("tiny-llava-random", budget="50%", precision="fp32", out=tmp_path / "a", steps=reused.steps)
+    assert "reused from the graph cache" in reused.descriptions["export-decoder"]
+    monkeypatch.setenv("EDGECOMPRESS_GRAPH_CACHE", "off")
+    b = export_bundle("tiny-llava-random", budget="10%", precision="fp32", out=tmp_path / "b", steps=fresh.steps)
+    assert "reused" not in fresh.descriptions["export-decoder"]
+    for name in ("decoder.onnx", "decoder.onnx.data"):
+        assert (a / name).read_bytes() == (b / name).read_bytes() == (bundles["hired-fp32"] / name).read_bytes()
+        assert sha256_file(a / name) == json.loads((a / "manifest.json").read_text())["files"][name]["sha256"]
+
+
+def test_the_graph_cache_key_follows_the_weights(tiny_fp32):
+    """A changed weight, precision or declared IO is another graph: another key."""
+    from edgecompress.graph.cache import graph_key
+
+    plan = tiny_fp32.plan_decoder("fp32")
+    key = graph_key(plan.module, plan.facts, "fp32", plan.spec)
+    assert graph_key(plan.module, plan.facts, "fp32", plan.spec) == key
+    assert graph_key(plan.module, plan.facts, "fp16", plan.spec) != key
+    assert graph_key(plan.module, {**plan.facts, "num_layers": 3}, "fp32", plan.spec) != key
+    weight = next(iter(plan.module.state_dict().values())).view(-1)  # the model's own storage
+    original = weight[0].clone()
+    with torch.no_grad():
+        weight[0] += 1.0
+        try:
+            assert graph_key(plan.module, plan.facts, "fp32", plan.spec) != key
+        finally:
+            weight[0] = original
