@@ -69,9 +69,13 @@ def _session(ort, bundle: Path, relative: str, options, providers):
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA."""
+    """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA.
 
-    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0):
+    The decoder is the bundle's ONNX Runtime graph (fused operators; ``onnxruntime_graphs`` in
+    the manifest) where it has one, unless ``fused`` is False; else the standard graph. Both take
+    and return the same tensors."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0, fused: bool = True):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -97,7 +101,9 @@ class OnnxRuntimeBackend:
                     hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
                 )
         self._vision = _session(ort, bundle, graphs["vision"].file, options, providers)
-        self._decoder = _session(ort, bundle, graphs["decoder"].file, options, providers)
+        decoder = manifest.onnxruntime_graphs.get("decoder") if fused else None
+        self.decoder_graph = (decoder or graphs["decoder"]).file
+        self._decoder = _session(ort, bundle, self.decoder_graph, options, providers)
         self._prefill = _session(ort, bundle, graphs["prefill"].file, options, providers) if "prefill" in graphs else None
         lm = manifest.language_model
         self._layers = lm.num_layers
