@@ -92,6 +92,11 @@ class OnnxRuntimeBackend:
             options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: one decode step is ~60 tiny nodes, and a
+        # spinning thread on a shared CPU (2 cores, another process busy) took the core the next
+        # node needed: tiny-llava decode 1.7 -> 1.2 ms/token median with spinning off, measured
+        # under load (benchmarks/genai_compare.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = f"onnxruntime-{device}"
         graphs = manifest.graphs
         for required in ("vision", "decoder"):
