@@ -106,3 +106,16 @@ def test_decoder_ops_onnxruntime_is_refused_where_it_does_not_apply(tmp_path):
         export_bundle("tiny-llava-random", vision_only=True, decoder_ops="onnxruntime", out=tmp_path / "vision")
     with pytest.raises(EdgeCompressError, match="unknown --decoder-ops"):
         export_bundle("tiny-llava-random", decoder_ops="tensorrt", out=tmp_path / "other")
+
+
+def test_cpp_runtime_answers_the_fused_bundle_token_for_token_as_python(fused_bundle, images, tmp_path):
+    """The C++ runtime reads onnxruntime_graphs too (it runs the fused graph, as Python does)."""
+    from tests.cpp_build import build_cpp
+    from tests.test_cpp_runtime import assert_same_answers
+
+    build = build_cpp()
+    paths = []
+    for name, image in images.items():
+        image.save(tmp_path / f"{name}.png")
+        paths.append(tmp_path / f"{name}.png")
+    assert_same_answers(build, fused_bundle, paths, tmp_path)
