@@ -7,8 +7,9 @@
 The language model of the bundle's checkpoint is saved alone as a LlamaForCausalLM folder and
 built by onnxruntime-genai's model builder (offline, `-p fp32 -e cpu`). Both then run the same
 prompt token ids (a text prompt of --prompt-tokens tokens; genai has no image input, so the
-comparison is the language model's: prefill and decode), greedy, alternating runs so that both
-see the same machine state. Printed: prefill ms, decode ms per token, tokens/s (medians), and
+comparison is the language model's: prefill and decode), greedy, alternating runs so that all
+see the same machine state. A bundle exported with --decoder-ops onnxruntime is measured twice:
+its standard decoder graph and its fused one (what the ONNX Runtime backend runs). Printed: prefill ms, decode ms per token, tokens/s (medians), and
 whether the greedy tokens agree.
 """
 
@@ -98,8 +99,14 @@ def main() -> int:
     import onnxruntime
 
     from edgecompress_runtime import Pipeline
+    from edgecompress_runtime.backends import OnnxRuntimeBackend
+    from edgecompress_runtime.bundle import open_bundle
 
-    pipe = Pipeline.load(args.bundle)
+    manifest = open_bundle(args.bundle)
+    pipes = {"edgecompress, standard graph": Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False))}
+    if "decoder" in manifest.onnxruntime_graphs:
+        pipes["edgecompress, fused graph"] = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest))
+    pipe = next(iter(pipes.values()))
     vocab = pipe.embed_table.shape[0]
     ids = [int(i) for i in np.random.default_rng(0).integers(4, vocab, args.prompt_tokens)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,22 +114,25 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(Path(tmp) / "hf"),
                         "-o", str(Path(tmp) / "genai"), "-p", "fp32", "-e", "cpu"], check=True, capture_output=True)
         model = og.Model(str(Path(tmp) / "genai"))
-        results = {"edgecompress": [], "onnxruntime-genai": []}
-        ours(pipe, ids, args.new_tokens), genai(model, og, ids, args.new_tokens)  # warm-up
+        results = {**{name: [] for name in pipes}, "onnxruntime-genai": []}
+        for name, runner in pipes.items():
+            ours(runner, ids, args.new_tokens)  # warm-up
+        genai(model, og, ids, args.new_tokens)
         for _ in range(args.runs):
-            results["edgecompress"].append(ours(pipe, ids, args.new_tokens))
+            for name, runner in pipes.items():
+                results[name].append(ours(runner, ids, args.new_tokens))
             results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
     print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "
           f"{args.runs} alternating runs\n")
-    print("| runtime | prefill ms | decode ms / token | decode tokens/s |")
-    print("|---|---|---|---|")
+    print("| runtime | prefill ms | decode ms / token | decode tokens/s | greedy tokens vs genai |")
+    print("|---|---|---|---|---|")
+    reference = results["onnxruntime-genai"][0][2]
     for name, runs in results.items():
         prefill = statistics.median(r[0] for r in runs) * 1e3
         decode = statistics.median(r[1] for r in runs) * 1e3
-        print(f"| {name} | {prefill:.2f} | {decode:.3f} | {1e3 / decode:.0f} |")
-    same = results["edgecompress"][0][2] == results["onnxruntime-genai"][0][2]
-    print(f"\ngreedy tokens {'agree' if same else 'DIFFER'} ({args.new_tokens} tokens)")
+        same = all(r[2] == reference for r in runs)
+        print(f"| {name} | {prefill:.2f} | {decode:.3f} | {1e3 / decode:.0f} | {'agree' if same else 'DIFFER'} |")
     return 0
 
 

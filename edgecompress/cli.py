@@ -112,6 +112,7 @@ def export(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="With --weights int8/int4: input features per quantization block (a power of two >= 16). Default: the recipe's, else 128."),
     quantization: str = typer.Option("gptq", "--quantization", help="With --weights int8/int4: gptq (calibrated) or rtn (round to nearest)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --quantization gptq: a JSONL data set (validate's format) whose first 32 questions calibrate. Default: generated shapes pictures."),
+    decoder_ops: str = typer.Option("standard", "--decoder-ops", help="standard: one decoder graph of standard ONNX ops (TensorRT and ONNX Runtime). onnxruntime: also a decoder graph with ONNX Runtime's fused ops (GroupQueryAttention, SkipSimplifiedLayerNormalization), which the ONNX Runtime backends run (several times faster decode on the CPU); TensorRT still builds from the standard graph."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -127,7 +128,7 @@ def export(
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, layer=layer, weights=weights, group_size=group_size,
-        quantization=quantization, calibration=calibration, steps=RichSteps(),
+        quantization=quantization, calibration=calibration, decoder_ops=decoder_ops, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:

@@ -96,6 +96,7 @@ def export_bundle(
     group_size: int | None = None,
     quantization: str = "gptq",
     calibration: str | Path | None = None,
+    decoder_ops: str = "standard",
     steps: Steps | None = None,
 ) -> Path:
     """Export MODEL with a fixed visual-token budget into a verified bundle folder.
@@ -110,6 +111,10 @@ def export_bundle(
     ``weights`` int8 or int4: the decoder's linear layers quantized (``edgecompress.quantize``),
     blocks of ``group_size`` input features, by ``quantization`` (gptq, calibrated on
     ``calibration``, a JSONL data set, or generated shapes pictures; or rtn).
+
+    ``decoder_ops`` onnxruntime: also a decoder graph with ONNX Runtime's fused operators
+    (``edgecompress.lowering.fuse``), which the ONNX Runtime backends run in place of the standard
+    one; TensorRT still builds from the standard graph.
     """
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -125,6 +130,7 @@ def export_bundle(
                                 "so its vision graph alone keeps every token",
                                 hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     quant = resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only)
+    check_decoder_ops(decoder_ops, chosen, vision_only)
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
@@ -188,11 +194,18 @@ def export_bundle(
                 record = quantize_decoder(adapter, plan, quant, calibration, writer.staging, steps)
                 with steps.step("verify-quantized", "Verifying the quantized decoder graph"):
                     graphs["decoder"] = verified_entry(writer.staging, record.pop("files"), decoder.spec)
+            if decoder_ops == "onnxruntime":
+                with steps.step("fuse-decoder", "Writing the ONNX Runtime decoder graph (fused operators)"):
+                    runtime_graphs = {"decoder": onnxruntime_decoder_entry(
+                        writer.staging, graphs["decoder"], layers, text["limits"]["max_sequence"],
+                        quant.format if quant else None)}
         adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
             if quant is not None:
                 writer.manifest["weights"] = record
+            if decoder_ops == "onnxruntime" and not vision_only:
+                writer.manifest["onnxruntime_graphs"] = runtime_graphs
     return out
 
 
@@ -326,6 +339,78 @@ def image_start(adapter) -> int:
     if ids.count(adapter.image_token_id) != 1:
         raise EdgeCompressError(f"the chat template holds {ids.count(adapter.image_token_id)} image placeholders, not one")
     return ids.index(adapter.image_token_id)
+
+
+DECODER_OPS = ("standard", "onnxruntime")
+# Largest next-token logit difference allowed between the fused and the standard decoder graph,
+# relative to the largest logit: the fused kernels sum in another order (fp32: ~1e-6 measured on
+# tiny-llava), fp16 rounds each partial sum (1e-3 of the scale per rounding, a few of them).
+FUSED_LOGIT_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+
+
+def check_decoder_ops(decoder_ops: str, method, vision_only: bool) -> None:
+    if decoder_ops not in DECODER_OPS:
+        raise EdgeCompressError(f"unknown --decoder-ops {decoder_ops!r}", hint=f"Use one of: {', '.join(DECODER_OPS)}.")
+    if decoder_ops == "onnxruntime" and vision_only:
+        raise EdgeCompressError("--decoder-ops onnxruntime with --vision-only: there is no decoder graph to fuse")
+    if decoder_ops == "onnxruntime" and method.stage == "decoder":
+        raise EdgeCompressError(f"--decoder-ops onnxruntime with --method {method.name}: the fused decoder graph is "
+                                "made for methods that prune before the language model",
+                                hint="Export without --decoder-ops (the standard graph runs on ONNX Runtime too).")
+
+
+def onnxruntime_decoder_entry(staging: Path, standard: dict[str, Any], layers: int, max_positions: int,
+                              weights: str | None) -> dict[str, Any]:
+    """Write decoder-onnxruntime.onnx next to the standard decoder graph (sharing its weight
+    file), check its logits against the standard graph's, and return its manifest entry."""
+    import onnx
+
+    from edgecompress.lowering.fuse import onnxruntime_decoder
+
+    model = onnx.load(str(staging / standard["file"]), load_external_data=False)  # weights stay where they are
+    model, fused = onnxruntime_decoder(model, layers, max_positions, base_dir=staging)
+    name = "decoder-onnxruntime.onnx"
+    onnx.save(model, str(staging / name))
+    dtype = standard["inputs"][0]["dtype"]
+    difference = fused_logit_difference(staging / standard["file"], staging / name, standard, weights)
+    if difference > FUSED_LOGIT_TOLERANCE[dtype]:
+        raise EdgeCompressError(f"the fused decoder graph's logits differ from the standard graph's by {difference:.2e} "
+                                f"of their scale (at most {FUSED_LOGIT_TOLERANCE[dtype]} expected)",
+                                hint="Export without --decoder-ops onnxruntime, and report this model.")
+    files = [name, *(f for f in standard["files"] if f != standard["file"])]
+    spec = {key: standard[key] for key in ("name", "inputs", "outputs", "dynamic_axes")}
+    return {**spec, "file": name, "files": files, "ops": "onnxruntime", "fused": fused,
+            "check": {"max_logit_difference": float(f"{difference:.3g}"), "relative_to": "largest logit"}}
+
+
+def fused_logit_difference(standard: Path, fused: Path, spec: dict[str, Any], weights: str | None) -> float:
+    """The largest next-token logit difference between two decoder graphs, relative to the largest
+    logit, over a 24-token prefill and 3 decode steps of seeded random embeddings."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgecompress_runtime.backends import weight_only_config
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for key, value in weight_only_config(weights):
+        options.add_session_config_entry(key, value)
+    sessions = [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for path in (standard, fused)]
+    embeds, past_inputs = spec["inputs"][0], spec["inputs"][2:]
+    rng = np.random.default_rng(0)
+    hidden = embeds["shape"][-1]
+    feeds = {p["name"]: np.zeros([d if isinstance(d, int) else 0 for d in p["shape"]], dtype=p["dtype"]) for p in past_inputs}
+    pasts, worst, length = [dict(feeds), dict(feeds)], 0.0, 0
+    for new in (24, 1, 1, 1):
+        inputs = {"inputs_embeds": rng.standard_normal((1, new, hidden)).astype(embeds["dtype"]),
+                  "position_ids": np.arange(length, length + new, dtype=np.int64)[None]}
+        outputs = [session.run(None, {**inputs, **past}) for session, past in zip(sessions, pasts)]
+        scale = max(float(np.abs(outputs[0][0]).max()), 1e-6)
+        worst = max(worst, float(np.abs(outputs[0][0].astype(np.float32) - outputs[1][0].astype(np.float32)).max()) / scale)
+        for past, values in zip(pasts, outputs):
+            past.update({p["name"]: value for p, value in zip(past_inputs, values[1:])})
+        length += new
+    return worst
 
 
 def verified_entry(staging: Path, files: list[str], graph_spec) -> dict[str, Any]:

@@ -70,6 +70,9 @@ class OnnxRuntimeBackend final : public Backend {
     Ort::SessionOptions options;
     options.SetLogSeverityLevel(3);
     if (threads > 0) options.SetIntraOpNumThreads(threads);
+    // idle pool threads sleep: a spinning one took the core the next tiny decode node needed on a
+    // shared CPU (the Python runtime's OnnxRuntimeBackend, measured there)
+    options.AddConfigEntry("session.intra_op.allow_spinning", "0");
     // weight-only quantization as the bundle declares it (the Python runtime's weight_only_config)
     if (manifest.weights_format == "int4") options.AddConfigEntry("session.qdq_matmulnbits_accuracy_level", "0");
     if (manifest.weights_format == "int8") options.AddConfigEntry("session.disable_quant_qdq", "1");
@@ -82,7 +85,10 @@ class OnnxRuntimeBackend final : public Backend {
       options.AppendExecutionProvider_CUDA(cuda_options);
     }
     vision_ = open(bundle, manifest.graphs.at("vision").file, options);
-    decoder_ = open(bundle, manifest.graphs.at("decoder").file, options);
+    // the fused decoder graph where the bundle has one: the same inputs and outputs, fewer nodes
+    auto fused = manifest.onnxruntime_graphs.find("decoder");
+    decoder_graph_ = fused != manifest.onnxruntime_graphs.end() ? fused->second.file : manifest.graphs.at("decoder").file;
+    decoder_ = open(bundle, decoder_graph_, options);
     if (manifest.graphs.count("prefill")) prefill_ = open(bundle, manifest.graphs.at("prefill").file, options);
 
     const GraphSpec& vision = manifest.graphs.at("vision");
@@ -212,6 +218,7 @@ class OnnxRuntimeBackend final : public Backend {
   }
 
   std::string name_;
+  std::string decoder_graph_;  // the bundle-relative file the decoder session runs
   Ort::MemoryInfo cpu_, cache_memory_;
   std::unique_ptr<Ort::Session> vision_, decoder_, prefill_;
   std::map<std::string, ONNXTensorElementDataType> vision_types_;

@@ -173,6 +173,9 @@ Manifest Manifest::from_json(const json& data, const std::string& source) {
   m.data = data;
   Reader graphs = top.table("graphs");
   for (const auto& item : graphs.data().items()) m.graphs[item.key()] = graph(graphs.table(item.key()));
+  if (auto runtime = top.optional_table("onnxruntime_graphs")) {
+    for (const auto& item : runtime->data().items()) m.onnxruntime_graphs[item.key()] = graph(runtime->table(item.key()));
+  }
   Reader files = top.table("files");
   for (const auto& item : files.data().items()) {
     Reader entry = files.table(item.key());
@@ -219,9 +222,11 @@ Manifest Manifest::from_json(const json& data, const std::string& source) {
 std::vector<std::string> Manifest::paths() const {
   std::vector<std::string> out;
   for (const auto& [name, _] : files) out.push_back(name);
-  for (const auto& [_, g] : graphs) {
-    out.push_back(g.file);
-    out.insert(out.end(), g.files.begin(), g.files.end());
+  for (const auto* table : {&graphs, &onnxruntime_graphs}) {
+    for (const auto& [_, g] : *table) {
+      out.push_back(g.file);
+      out.insert(out.end(), g.files.begin(), g.files.end());
+    }
   }
   for (const auto* p : {&tokenizer_file, &embeddings_file, &newline_file})
     if (*p) out.push_back(**p);

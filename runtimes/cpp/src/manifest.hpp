@@ -52,6 +52,9 @@ struct Manifest {
   int64_t image_token_id = 0;
   PreprocessParams preprocess;
   std::map<std::string, GraphSpec> graphs;
+  // Graphs only ONNX Runtime runs (its contrib ops), each in place of the same-named entry of
+  // graphs (export --decoder-ops onnxruntime: "decoder"); TensorRT reads graphs.
+  std::map<std::string, GraphSpec> onnxruntime_graphs;
   std::map<std::string, FileEntry> files;
   std::optional<LanguageModelSpec> language_model;
   std::optional<std::string> tokenizer_file, embeddings_file, newline_file;

@@ -69,9 +69,13 @@ def _session(ort, bundle: Path, relative: str, options, providers):
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA."""
+    """ONNX Runtime, on the CPU or (with onnxruntime-gpu) CUDA.
 
-    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0):
+    The decoder is the bundle's ONNX Runtime graph (fused operators; ``onnxruntime_graphs`` in
+    the manifest) where it has one, unless ``fused`` is False; else the standard graph. Both take
+    and return the same tensors."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0, fused: bool = True):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -88,6 +92,11 @@ class OnnxRuntimeBackend:
             options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: one decode step is ~60 tiny nodes, and a
+        # spinning thread on a shared CPU (2 cores, another process busy) took the core the next
+        # node needed: tiny-llava decode 1.7 -> 1.2 ms/token median with spinning off, measured
+        # under load (benchmarks/genai_compare.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = f"onnxruntime-{device}"
         graphs = manifest.graphs
         for required in ("vision", "decoder"):
@@ -97,7 +106,9 @@ class OnnxRuntimeBackend:
                     hint="Re-export it with `edgecompress export` (vision-only bundles cannot generate text).",
                 )
         self._vision = _session(ort, bundle, graphs["vision"].file, options, providers)
-        self._decoder = _session(ort, bundle, graphs["decoder"].file, options, providers)
+        decoder = manifest.onnxruntime_graphs.get("decoder") if fused else None
+        self.decoder_graph = (decoder or graphs["decoder"]).file
+        self._decoder = _session(ort, bundle, self.decoder_graph, options, providers)
         self._prefill = _session(ort, bundle, graphs["prefill"].file, options, providers) if "prefill" in graphs else None
         lm = manifest.language_model
         self._layers = lm.num_layers

@@ -146,6 +146,9 @@ class Manifest:
     newline_file: str | None = None  # LLaVA-NeXT unpruned: the image-newline embedding
     random_weights: bool = False
     decoder_pruning: DecoderPruning | None = None  # FastV: the prefill graph prunes at a decoder layer
+    # Graphs only ONNX Runtime runs (its contrib ops), each in place of the same-named entry of
+    # ``graphs`` (export --decoder-ops onnxruntime: "decoder"); TensorRT and the verifier read ``graphs``.
+    onnxruntime_graphs: dict[str, Graph] = field(default_factory=dict)
 
     @property
     def recipe_name(self) -> str:
@@ -198,6 +201,8 @@ class Manifest:
         decoder_pruning = None if pruning is None else DecoderPruning(
             pruning.get("method", str), pruning.get("layer", int), pruning.get("image_start", int),
             pruning.get("image_tokens", int), pruning.get("kept_image_tokens", int))
+        runtime = top.table("onnxruntime_graphs", optional=True)
+        onnxruntime_graphs = {name: _graph(runtime.table(name)) for name in runtime.data} if runtime else {}
         if decoder_pruning is not None and "prefill" not in graphs:
             raise _malformed(source, "graphs.prefill", "a prefill graph (the manifest has decoder_pruning)")
         return cls(
@@ -224,12 +229,13 @@ class Manifest:
             newline_file=newline if isinstance(newline, str) or newline is None else str(newline),
             random_weights=bool(data.get("random_weights")),
             decoder_pruning=decoder_pruning,
+            onnxruntime_graphs=onnxruntime_graphs,
         )
 
     def paths(self) -> list[str]:
         """Every file path the manifest names: the file table, graphs, assets, engines."""
         paths = list(self.files)
-        for graph in self.graphs.values():
+        for graph in [*self.graphs.values(), *self.onnxruntime_graphs.values()]:
             paths += [graph.file, *graph.files]
         paths += [p for p in (self.tokenizer_file, self.embeddings_file, self.newline_file) if p is not None]
         for record in self.engines.values():
