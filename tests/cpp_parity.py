@@ -7,26 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
 from edgecompress_runtime.pipeline import Pipeline
+from tests.helpers import scene
 
 MAX_NEW = 12
 PROMPTS = ["What is in the picture?", "Describe the shapes and their colours, please."]
-
-
-def scene(width: int, height: int, seed: int) -> Image.Image:
-    """Noise over a flat background with a few shapes (differs across LLaVA-NeXT tiles)."""
-    rng = np.random.default_rng(seed)
-    base = np.full((height, width, 3), (225, 225, 210), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
-    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(4, max(5, min(width, height) // 3)))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    return image
 
 
 def write_photos(root: Path) -> list[Path]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 
 def assert_same_selection(kept, expected, score, k: int, precision: str = "fp32") -> None:
@@ -62,3 +63,16 @@ def assert_engines_match_manifest(bundle: Path, profile: str, record: dict) -> N
                     for t in spec["inputs"] + spec["outputs"]]
         assert [(b["name"], b["dtype"], b["shape"]) for b in entry["bindings"]] == declared
     assert verify_files(bundle, read_manifest(bundle)) == []
+
+
+def scene(width: int, height: int, seed: int) -> Image.Image:
+    """Noise over a flat background with a few shapes: content that differs across LLaVA-NeXT tiles."""
+    rng = np.random.default_rng(seed)
+    base = np.full((height, width, 3), (225, 225, 210), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
+    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(4, max(5, min(width, height) // 3)))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image

@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.methods.hired import ALPHA as HIRED_ALPHA
@@ -19,7 +18,7 @@ from edgecompress.methods import get_method
 from edgecompress_runtime.anyres import layout_for, preprocess_anyres
 from edgecompress_runtime.pipeline import Pipeline
 from tests.authors_hired import authors_masks, hired_next_authors
-from tests.helpers import assert_engines_match_manifest
+from tests.helpers import assert_engines_match_manifest, scene
 
 N = 576
 # (width, height) -> the grid transformers picks: every llava-v1.6 pinpoint, plus heavy padding.
@@ -29,19 +28,6 @@ SIZES = {
 }
 PROMPTS = ["What is in the picture?", "How many shapes are there?"]
 MAX_NEW = 8
-
-
-def scene(width: int, height: int, seed: int) -> Image.Image:
-    """Noise over a flat background with a few shapes: content that differs across tiles."""
-    rng = np.random.default_rng(seed)
-    base = np.full((height, width, 3), (225, 225, 210), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
-    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(4, max(5, min(width, height) // 3)))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    return image
 
 
 @pytest.fixture(scope="module")
