@@ -47,9 +47,13 @@ def test_onnx_runtime_runs_the_fused_graph_and_tensorrt_gets_only_the_standard_o
     manifest = open_bundle(fused_bundle)
     entry = manifest.onnxruntime_graphs["decoder"]
     assert entry.file == "decoder-onnxruntime.onnx"
-    assert entry.files == ("decoder-onnxruntime.onnx", "decoder.onnx.data")  # weights shared, not copied
-    assert [t.name for t in entry.inputs] == [t.name for t in manifest.graphs["decoder"].inputs]
-    assert manifest.data["onnxruntime_graphs"]["decoder"]["fused"] == {"rms_norm": 9, "skip_rms_norm": 8, "attention": 4}
+    # the standard graph's weights are shared, not copied; only the tensors the fusion made are new
+    assert entry.files == ("decoder-onnxruntime.onnx", "decoder-onnxruntime.onnx.data", "decoder.onnx.data")
+    standard_inputs = [t.name for t in manifest.graphs["decoder"].inputs]
+    assert [t.name for t in entry.inputs] == [*standard_inputs, "seqlens_k", "total_sequence_length"]
+    assert (entry.kv_cache, entry.kv_cache_max_length) == ("shared-buffer", manifest.max_sequence)
+    assert manifest.data["onnxruntime_graphs"]["decoder"]["fused"] == {
+        "rms_norm": 9, "skip_rms_norm": 8, "attention": 4, "packed_qkv": 4}
     # what TensorRT builds from (build and inspect iterate `graphs`) is the standard graph, verified
     assert manifest.graphs["decoder"].file == "decoder.onnx"
     assert "decoder-onnxruntime.onnx" not in {g.file for g in manifest.graphs.values()}
@@ -57,6 +61,9 @@ def test_onnx_runtime_runs_the_fused_graph_and_tensorrt_gets_only_the_standard_o
 
     fused, standard = ops(fused_bundle / entry.file), ops(fused_bundle / "decoder.onnx")
     assert fused["GroupQueryAttention"] == 4 and fused["SkipSimplifiedLayerNormalization"] == 8
+    # per layer: Q K^T and probabilities @ V run inside GroupQueryAttention, and one packed Q/K/V
+    # projection stands for three
+    assert fused["MatMul"] == standard["MatMul"] - 4 * (2 + 2)
     assert not {"Softmax", "Pow", "Expand", "Concat"} & set(fused)
     assert sum(fused.values()) < sum(standard.values()) / 4
     assert not {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization"} & set(standard)
@@ -81,6 +88,8 @@ def test_fused_graph_reads_position_ids_apart_from_the_cache_length(fused_bundle
     not show it) is what makes a wrong position visible."""
     import onnxruntime as ort
 
+    from edgecompress_runtime.shared_cache import length_feeds
+
     sessions = [ort.InferenceSession(str(fused_bundle / name), providers=["CPUExecutionProvider"])
                 for name in ("decoder.onnx", "decoder-onnxruntime.onnx")]
     inputs = sessions[0].get_inputs()
@@ -88,9 +97,12 @@ def test_fused_graph_reads_position_ids_apart_from_the_cache_length(fused_bundle
     rng = np.random.default_rng(0)
     empty = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in inputs[2:]}
     pasts, steps = [empty, dict(empty)], [(np.arange(10), 10), (np.array([23]), 1), (np.array([24]), 1), (np.array([40]), 1)]
+    cached = 0
     for positions, new in steps:
         feeds = {"inputs_embeds": rng.standard_normal((1, new, hidden)).astype(np.float32), "position_ids": positions[None]}
-        outputs = [session.run(None, {**feeds, **past}) for session, past in zip(sessions, pasts)]
+        lengths = [{}, length_feeds(cached, new)]  # the fused graph concatenates given caches of the valid length
+        outputs = [session.run(None, {**feeds, **past, **extra}) for session, past, extra in zip(sessions, pasts, lengths)]
+        cached += new
         standard, fused = outputs[0][0], outputs[1][0]
         assert np.abs(fused - standard).max() <= LOGIT_TOLERANCE * np.abs(standard).max(), positions
         for past, values in zip(pasts, outputs):
