@@ -131,3 +131,31 @@ def test_cpp_runtime_answers_the_fused_bundle_token_for_token_as_python(fused_bu
         image.save(tmp_path / f"{name}.png")
         paths.append(tmp_path / f"{name}.png")
     assert_same_answers(build, fused_bundle, paths, tmp_path)
+
+
+def test_the_fused_graphs_own_tensors_are_a_hashed_data_file_of_the_bundle(fused_bundle, tmp_path):
+    """The packed Q/K/V weights and rotary tables are the only tensors the fused graph adds: they
+    lie in decoder-onnxruntime.onnx.data (a full-size model's would not fit a 2 GB protobuf), the
+    standard graph's weights stay in decoder.onnx.data, and open_bundle checks the new file's
+    sha256 like every other file's."""
+    import shutil
+
+    from edgecompress import EdgeCompressError
+    from edgecompress_runtime.bundle import open_bundle, sha256_file
+
+    model = onnx.load(str(fused_bundle / "decoder-onnxruntime.onnx"), load_external_data=False)
+    location = {init.name: {e.key: e.value for e in init.external_data}.get("location") for init in model.graph.initializer}
+    assert {name for name, where in location.items() if where == "decoder-onnxruntime.onnx.data"} == {
+        *(f"layer{i}_qkv_weight" for i in range(4)), "gqa_cos_cache", "gqa_sin_cache"}
+    assert set(location.values()) <= {"decoder-onnxruntime.onnx.data", "decoder.onnx.data", None}
+    manifest = open_bundle(fused_bundle)
+    assert manifest.files["decoder-onnxruntime.onnx.data"].sha256 == sha256_file(fused_bundle / "decoder-onnxruntime.onnx.data")
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(fused_bundle, copy)
+    data = copy / "decoder-onnxruntime.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1
+    data.write_bytes(bytes(raw))
+    with pytest.raises(EdgeCompressError, match="decoder-onnxruntime.onnx.data does not match its sha256"):
+        open_bundle(copy)
