@@ -3,6 +3,7 @@
     pip install onnxruntime-genai          # optional: only this script needs it
     python benchmarks/genai_compare.py     # tiny-llava's language model, fp32, CPU
     python benchmarks/genai_compare.py --bundle out/tiny-llava-hired-b20 --prompt-tokens 140 --new-tokens 64 --runs 10
+    python benchmarks/genai_compare.py --bundle NEW --before OLD   # also OLD's fused graph, same weights
 
 The language model of the bundle's checkpoint is saved alone as a LlamaForCausalLM folder and
 built by onnxruntime-genai's model builder (offline, `-p fp32 -e cpu`). Both then run the same
@@ -90,6 +91,8 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=140)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--before", type=Path, help="another export of the same weights whose fused decoder graph "
+                        "is measured too (an older edgecompress's, for a before/after table)")
     args = parser.parse_args()
     try:
         import onnxruntime_genai as og
@@ -106,6 +109,10 @@ def main() -> int:
     pipes = {"edgecompress, standard graph": Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False))}
     if "decoder" in manifest.onnxruntime_graphs:
         pipes["edgecompress, fused graph"] = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest))
+    if args.before is not None:
+        before = open_bundle(args.before)
+        pipes[f"edgecompress, fused graph of {args.before.name}"] = Pipeline(args.before, before,
+                                                                            OnnxRuntimeBackend(args.before, before))
     pipe = next(iter(pipes.values()))
     vocab = pipe.embed_table.shape[0]
     ids = [int(i) for i in np.random.default_rng(0).integers(4, vocab, args.prompt_tokens)]

@@ -362,14 +362,18 @@ def check_decoder_ops(decoder_ops: str, method, vision_only: bool) -> None:
 def onnxruntime_decoder_entry(staging: Path, standard: dict[str, Any], layers: int, max_positions: int,
                               weights: str | None) -> dict[str, Any]:
     """Write decoder-onnxruntime.onnx next to the standard decoder graph (sharing its weight
-    file), check its logits against the standard graph's, and return its manifest entry."""
+    file; the tensors it adds go to decoder-onnxruntime.onnx.data), check its logits against the
+    standard graph's, and return its manifest entry."""
     import onnx
 
-    from edgecompress.lowering.fuse import onnxruntime_decoder
+    from edgecompress.lowering.fuse import externalize_new_tensors, onnxruntime_decoder
+    from edgecompress_runtime.shared_cache import SHARED_BUFFER
 
     model = onnx.load(str(staging / standard["file"]), load_external_data=False)  # weights stay where they are
     model, fused = onnxruntime_decoder(model, layers, max_positions, base_dir=staging)
     name = "decoder-onnxruntime.onnx"
+    data = f"{name}.data"
+    externalize_new_tensors(model, staging, data)
     onnx.save(model, str(staging / name))
     dtype = standard["inputs"][0]["dtype"]
     difference = fused_logit_difference(staging / standard["file"], staging / name, standard, weights)
@@ -377,18 +381,40 @@ def onnxruntime_decoder_entry(staging: Path, standard: dict[str, Any], layers: i
         raise EdgeCompressError(f"the fused decoder graph's logits differ from the standard graph's by {difference:.2e} "
                                 f"of their scale (at most {FUSED_LOGIT_TOLERANCE[dtype]} expected)",
                                 hint="Export without --decoder-ops onnxruntime, and report this model.")
-    files = [name, *(f for f in standard["files"] if f != standard["file"])]
-    spec = {key: standard[key] for key in ("name", "inputs", "outputs", "dynamic_axes")}
-    return {**spec, "file": name, "files": files, "ops": "onnxruntime", "fused": fused,
+    files = [name, data, *(f for f in standard["files"] if f != standard["file"])]
+    return {**shared_buffer_spec(standard), "file": name, "files": files, "ops": "onnxruntime", "fused": fused,
+            # the runtime allocates each cache tensor once at max_length and binds it as past and present
+            "kv_cache": {"kind": SHARED_BUFFER, "max_length": max_positions},
             "check": {"max_logit_difference": float(f"{difference:.3g}"), "relative_to": "largest logit"}}
 
 
+def shared_buffer_spec(standard: dict[str, Any]) -> dict[str, Any]:
+    """The fused graph's inputs and outputs: the standard graph's, the cache axis named
+    cache_length on past and present (one buffer), and the two length inputs."""
+    from edgecompress_runtime.shared_cache import SEQLENS_K, TOTAL_LENGTH
+
+    def cache(tensor: dict[str, Any]) -> dict[str, Any]:
+        if not tensor["name"].startswith(("past.", "present.")):
+            return tensor
+        return {**tensor, "shape": [*tensor["shape"][:2], "cache_length", *tensor["shape"][3:]]}
+
+    inputs = [cache(t) for t in standard["inputs"]] + [{"name": SEQLENS_K, "shape": [1], "dtype": "int32"},
+                                                       {"name": TOTAL_LENGTH, "shape": [], "dtype": "int32"}]
+    axes = {name: axes for name, axes in standard["dynamic_axes"].items() if not name.startswith(("past.", "present."))}
+    axes.update({t["name"]: {"2": "cache_length"} for t in inputs
+                 if t["name"].startswith(("past.", "present."))})
+    return {"name": standard["name"], "inputs": inputs, "outputs": [cache(t) for t in standard["outputs"]],
+            "dynamic_axes": axes}
+
+
 def fused_logit_difference(standard: Path, fused: Path, spec: dict[str, Any], weights: str | None) -> float:
-    """The largest next-token logit difference between two decoder graphs, relative to the largest
-    logit, over a 24-token prefill and 3 decode steps of seeded random embeddings."""
+    """The largest next-token logit difference between the standard and the fused decoder graph,
+    relative to the largest logit, over a 24-token prefill and 3 decode steps of seeded random
+    embeddings (the fused graph given caches of the valid length: it concatenates then)."""
     import numpy as np
     import onnxruntime as ort
 
+    from edgecompress_runtime.shared_cache import length_feeds
     from edgecompress_runtime.backends import weight_only_config
 
     options = ort.SessionOptions()
@@ -404,7 +430,8 @@ def fused_logit_difference(standard: Path, fused: Path, spec: dict[str, Any], we
     for new in (24, 1, 1, 1):
         inputs = {"inputs_embeds": rng.standard_normal((1, new, hidden)).astype(embeds["dtype"]),
                   "position_ids": np.arange(length, length + new, dtype=np.int64)[None]}
-        outputs = [session.run(None, {**inputs, **past}) for session, past in zip(sessions, pasts)]
+        lengths = [{}, length_feeds(length, new)]
+        outputs = [session.run(None, {**inputs, **past, **extra}) for session, past, extra in zip(sessions, pasts, lengths)]
         scale = max(float(np.abs(outputs[0][0]).max()), 1e-6)
         worst = max(worst, float(np.abs(outputs[0][0].astype(np.float32) - outputs[1][0].astype(np.float32)).max()) / scale)
         for past, values in zip(pasts, outputs):

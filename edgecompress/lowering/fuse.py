@@ -11,12 +11,22 @@ Each pass has one job and leaves the graph's inputs and outputs as they were:
 - :func:`fuse_rms_norms`: RMSNorm -> ``SimplifiedLayerNormalization``
 - :func:`fuse_skip_rms_norms`: residual Add + RMSNorm -> ``com.microsoft.SkipSimplifiedLayerNormalization``
 - :func:`fuse_attention`: rotary embedding, KV concat, grouped-head attention ->
-  ``com.microsoft.GroupQueryAttention`` (rotary inside, from the graph's own cos/sin tables)
+  ``com.microsoft.GroupQueryAttention`` (rotary inside, from the graph's own cos/sin tables),
+  fed by one packed Q/K/V MatMul per layer where the three projections are plain MatMuls
+
+The fused graph's KV cache is a shared buffer (``edgecompress_runtime.shared_cache``): the cache
+inputs and outputs are [1, kv_heads, cache_length, head_dim] buffers that a runtime allocates once at the maximum length
+and binds as both ``past`` and ``present``; GroupQueryAttention appends in place (ONNX Runtime
+shares the buffer when the past and present tensors are the same memory) and reads the valid
+length from two more inputs, ``seqlens_k`` ([1] int32, valid length after this step - 1) and
+``total_sequence_length`` (scalar int32). Given separate past tensors of the valid length it
+concatenates instead, as the standard graph does.
 
 Those operators are ONNX Runtime's contrib ops: TensorRT's parser does not take them, so the
 rewritten graph is a separate file that only the ONNX Runtime backends read; TensorRT builds from
 the standard graph. Weights are not copied: the rewritten graph points at the standard graph's
-external data file.
+external data file, and only the tensors it makes (packed Q/K/V weights, rotary tables) go to a
+data file of its own (:func:`externalize_new_tensors`).
 """
 
 from __future__ import annotations
@@ -26,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress_runtime.shared_cache import SEQLENS_K, TOTAL_LENGTH
 
 MS_DOMAIN = "com.microsoft"
+
 UNFUSABLE_HINT = "Export without --decoder-ops onnxruntime: the standard decoder graph runs everywhere."
 
 
@@ -312,7 +324,7 @@ def fuse_attention(model: onnx.ModelProto, num_layers: int, max_positions: int, 
     past = {i.name: i for i in model.graph.input}
     dtype = past["past.0.key"].type.tensor_type.elem_type
     kv_heads, head_dim = (d.dim_value for d in past["past.0.key"].type.tensor_type.shape.dim[1::2])
-    lengths = _sequence_lengths(model, num_layers)
+    _add_length_inputs(model, num_layers)
     tables: tuple[str, str] | None = None
     for layer in range(num_layers):
         key_concat = index.made_by(f"present.{layer}.key", "Concat")
@@ -335,10 +347,11 @@ def fuse_attention(model: onnx.ModelProto, num_layers: int, max_positions: int, 
             np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype)
             model.graph.initializer.extend([numpy_helper.from_array(cos.astype(np_dtype), tables[0]),
                                             numpy_helper.from_array(sin.astype(np_dtype), tables[1])])
-        seqlens, total = lengths[layer]
+        packed = _pack_qkv(model, index, layer, query, key, value)
+        qkv = [packed, "", ""] if packed else [query, key, value]  # the packed form: key and value omitted
         attention = helper.make_node(
             "GroupQueryAttention",
-            [query, key, value, f"past.{layer}.key", f"past.{layer}.value", seqlens, total, *tables, "position_ids"],
+            [*qkv, f"past.{layer}.key", f"past.{layer}.value", SEQLENS_K, TOTAL_LENGTH, *tables, "position_ids"],
             [output, f"present.{layer}.key", f"present.{layer}.value"], name=f"layer{layer}_attention",
             domain=MS_DOMAIN, num_heads=heads, kv_num_heads=kv_heads, scale=_scale(index, scores, head_dim),
             do_rotary=1, rotary_interleaved=0)
@@ -350,32 +363,36 @@ def fuse_attention(model: onnx.ModelProto, num_layers: int, max_positions: int, 
     return num_layers
 
 
-def _sequence_lengths(model: onnx.ModelProto, num_layers: int) -> dict[int, tuple[str, str]]:
-    """GroupQueryAttention's seqlens_k ([1], total - 1) and total_sequence_length (scalar) per
-    layer, int32, from the cache and input shapes; computed once per cache-length axis (all
-    layers share ``past`` in a plain decoder)."""
-    inputs = {i.name: i for i in model.graph.input}
-    made: dict[str, tuple[str, str]] = {}
-    nodes = [helper.make_node("Shape", ["inputs_embeds"], ["gqa_new"], start=1, end=2)]
-    lengths = {}
-    for layer in range(num_layers):
-        past = inputs[f"past.{layer}.key"]
-        axis = past.type.tensor_type.shape.dim[2].dim_param or f"layer{layer}"
-        if axis not in made:
-            tag = f"gqa_{len(made)}"
-            nodes += [
-                helper.make_node("Shape", [past.name], [f"{tag}_past"], start=2, end=3),
-                helper.make_node("Add", [f"{tag}_past", "gqa_new"], [f"{tag}_total64"]),
-                helper.make_node("Cast", [f"{tag}_total64"], [f"{tag}_total1"], to=onnx.TensorProto.INT32),
-                helper.make_node("Sub", [f"{tag}_total1", "gqa_one"], [f"{tag}_seqlens_k"]),
-                helper.make_node("Squeeze", [f"{tag}_total1"], [f"{tag}_total"]),
-            ]
-            made[axis] = (f"{tag}_seqlens_k", f"{tag}_total")
-        lengths[layer] = made[axis]
-    model.graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int32), "gqa_one"))
-    for node in reversed(nodes):
-        model.graph.node.insert(0, node)
-    return lengths
+def _pack_qkv(model: onnx.ModelProto, index: GraphIndex, layer: int, query: str, key: str, value: str) -> str | None:
+    """One MatMul by [Wq | Wk | Wv] in place of the three projections of one input, its output
+    [B, S, (heads + 2 kv_heads) * D] being GroupQueryAttention's packed query (one weight read and
+    one node per step instead of three); None where the projections are not plain MatMuls by
+    stored weights (a bias, a quantized weight), which then stay as they are."""
+    matmuls = [index.made_by(name, "MatMul") for name in (query, key, value)]
+    if None in matmuls or len({m.input[0] for m in matmuls}) != 1:
+        return None
+    weights = [index.constant(m.input[1]) if m.input[1] in index.initializers else None for m in matmuls]
+    if any(w is None or w.ndim != 2 for w in weights):
+        return None
+    name = f"layer{layer}_qkv"
+    model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}_weight"))
+    model.graph.node.append(helper.make_node("MatMul", [matmuls[0].input[0], f"{name}_weight"], [name], name=f"{name}_proj"))
+    return name
+
+
+def _add_length_inputs(model: onnx.ModelProto, num_layers: int) -> None:
+    """Give the graph ``seqlens_k`` and ``total_sequence_length`` inputs and name the cache axis
+    ``cache_length`` on past and present alike: with a shared buffer the valid length is not the
+    cache's shape, so the runtime says it (all layers share it: there is no per-layer pruning in a
+    graph this pass takes)."""
+    int32 = onnx.TensorProto.INT32
+    model.graph.input.extend([helper.make_tensor_value_info(SEQLENS_K, int32, [1]),
+                              helper.make_tensor_value_info(TOTAL_LENGTH, int32, [])])
+    cache = {f"{kind}.{layer}.{part}" for kind in ("past", "present") for layer in range(num_layers)
+             for part in ("key", "value")}
+    for info in [*model.graph.input, *model.graph.output]:
+        if info.name in cache:
+            info.type.tensor_type.shape.dim[2].dim_param = "cache_length"
 
 
 # -- graph housekeeping ------------------------------------------------------------------------
@@ -424,6 +441,25 @@ def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return ordered
 
 
+def externalize_new_tensors(model: onnx.ModelProto, folder: Path, data_file: str, threshold: int = 1024) -> list[str]:
+    """Move each initializer held inside the graph and larger than ``threshold`` bytes (the ones
+    the passes made: packed weights, rotary tables) to ``folder / data_file``; the standard
+    graph's weights keep pointing at its own data file. Returns the moved tensors' names."""
+    moved = []
+    with open(folder / data_file, "wb") as out:
+        for init in model.graph.initializer:
+            if init.data_location == onnx.TensorProto.EXTERNAL or len(init.raw_data) <= threshold:
+                continue
+            offset = out.tell()
+            out.write(init.raw_data)
+            out.write(b"\0" * (-out.tell() % 64))  # aligned, so ONNX Runtime may map it in place
+            external_data_helper.set_external_data(init, data_file, offset, len(init.raw_data))
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            moved.append(init.name)
+    return moved
+
+
 # -- the whole rewrite -------------------------------------------------------------------------
 
 def onnxruntime_decoder(model: onnx.ModelProto, num_layers: int, max_positions: int,
@@ -435,4 +471,5 @@ def onnxruntime_decoder(model: onnx.ModelProto, num_layers: int, max_positions: 
     fused = {"rms_norm": fuse_rms_norms(model, base_dir)}
     fused["skip_rms_norm"] = fuse_skip_rms_norms(model)
     fused["attention"] = fuse_attention(model, num_layers, max_positions, base_dir)
+    fused["packed_qkv"] = sum(node.name.endswith("_qkv_proj") for node in model.graph.node)
     return model, fused

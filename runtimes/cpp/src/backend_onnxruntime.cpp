@@ -1,6 +1,9 @@
 // ONNX Runtime (C++ API) on the CPU, or CUDA where the library has its execution provider.
 // The KV cache is the decoder's own output values, fed back through an IoBinding: no copy per
-// token on the CPU, and on CUDA the cache stays in device memory.
+// token on the CPU, and on CUDA the cache stays in device memory. A fused decoder graph with a
+// shared-buffer cache (manifest kv_cache, as the Python runtime's shared_cache.py describes) gets
+// each cache tensor allocated once at its maximum length and bound as both past and present:
+// GroupQueryAttention appends in place, and nothing is allocated or copied per step.
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
@@ -89,6 +92,10 @@ class OnnxRuntimeBackend final : public Backend {
     auto fused = manifest.onnxruntime_graphs.find("decoder");
     decoder_graph_ = fused != manifest.onnxruntime_graphs.end() ? fused->second.file : manifest.graphs.at("decoder").file;
     decoder_ = open(bundle, decoder_graph_, options);
+    if (fused != manifest.onnxruntime_graphs.end() && fused->second.kv_cache == "shared-buffer") {
+      shared_ = true;
+      max_length_ = fused->second.kv_cache_max_length;
+    }
     if (manifest.graphs.count("prefill")) prefill_ = open(bundle, manifest.graphs.at("prefill").file, options);
 
     const GraphSpec& vision = manifest.graphs.at("vision");
@@ -139,6 +146,7 @@ class OnnxRuntimeBackend final : public Backend {
   }
 
   void reset() override {
+    if (shared_) return reset_shared();
     Ort::AllocatorWithDefaultOptions allocator;
     cache_.clear();
     for (size_t i = 0; i < past_names_.size(); ++i)
@@ -153,6 +161,7 @@ class OnnxRuntimeBackend final : public Backend {
     Ort::Value embeds_value = float_tensor(embeds, embeds_shape, embeds_type_, storage, cpu_);
     Ort::Value positions_value = Ort::Value::CreateTensor(cpu_, positions.data(), positions.size() * 8, positions_shape.data(),
                                                           positions_shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+    if (shared_) return decode_shared(embeds_value, positions_value, tokens);
     Ort::IoBinding binding(*decoder_);
     binding.BindInput("inputs_embeds", embeds_value);
     binding.BindInput("position_ids", positions_value);
@@ -191,6 +200,47 @@ class OnnxRuntimeBackend final : public Backend {
   }
 
  private:
+  // The cache buffers, allocated at the first reset and kept: a new answer only starts at length 0.
+  void reset_shared() {
+    length_ = 0;
+    if (shared_binding_) return;
+    std::vector<int64_t> shape{kv_shape_[0], kv_shape_[1], max_length_, kv_shape_[3]};
+    if (!cache_allocator_) cache_allocator_ = std::make_unique<Ort::Allocator>(*decoder_, cache_memory_);
+    cache_.clear();
+    for (size_t i = 0; i < past_names_.size(); ++i)
+      cache_.push_back(Ort::Value::CreateTensor(*cache_allocator_, shape.data(), shape.size(), kv_type_));
+    shared_binding_ = std::make_unique<Ort::IoBinding>(*decoder_);
+    shared_binding_->BindOutput(decoder_outputs_[0].c_str(), cpu_);  // first: GetOutputValues keeps the binding order
+    for (size_t i = 0; i < past_names_.size(); ++i) {
+      shared_binding_->BindInput(past_names_[i].c_str(), cache_[i]);
+      shared_binding_->BindOutput(decoder_outputs_[1 + i].c_str(), cache_[i]);
+    }
+  }
+
+  std::vector<float> decode_shared(const Ort::Value& embeds, const Ort::Value& positions, int64_t tokens) {
+    if (length_ + tokens > max_length_)
+      throw Error(std::to_string(length_ + tokens) + " positions do not fit the " + std::to_string(max_length_) +
+                      "-position KV cache",
+                  "Shorten the prompt or generate fewer tokens.");
+    // GroupQueryAttention's lengths: seqlens_k is the valid length after this step minus one
+    int32_t total = static_cast<int32_t>(length_ + tokens), seqlens = total - 1;
+    int64_t one = 1;
+    Ort::Value seqlens_value = Ort::Value::CreateTensor<int32_t>(cpu_, &seqlens, 1, &one, 1);
+    Ort::Value total_value = Ort::Value::CreateTensor<int32_t>(cpu_, &total, 1, nullptr, 0);
+    shared_binding_->BindInput("inputs_embeds", embeds);
+    shared_binding_->BindInput("position_ids", positions);
+    shared_binding_->BindInput("seqlens_k", seqlens_value);
+    shared_binding_->BindInput("total_sequence_length", total_value);
+    try {
+      decoder_->Run(Ort::RunOptions{nullptr}, *shared_binding_);
+    } catch (const Ort::Exception& err) {
+      throw Error(std::string("ONNX Runtime failed running the decoder graph: ") + first_line(err.what()));
+    }
+    length_ = total;
+    std::vector<Ort::Value> outputs = shared_binding_->GetOutputValues();
+    return last_logits(outputs[0]);
+  }
+
   std::unique_ptr<Ort::Session> open(const std::string& bundle, const std::string& relative, const Ort::SessionOptions& options) {
     std::string path = inside(bundle, relative);
     try {
@@ -225,7 +275,11 @@ class OnnxRuntimeBackend final : public Backend {
   std::vector<std::string> vision_outputs_, decoder_outputs_, prefill_outputs_, past_names_;
   ONNXTensorElementDataType embeds_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, kv_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   std::vector<int64_t> kv_shape_;
+  std::unique_ptr<Ort::Allocator> cache_allocator_;  // before cache_: it outlives the buffers it made
   std::vector<Ort::Value> cache_;
+  bool shared_ = false;  // the decoder's cache is shared buffers (see the top of this file)
+  int64_t max_length_ = 0, length_ = 0;
+  std::unique_ptr<Ort::IoBinding> shared_binding_;
 };
 
 }  // namespace

@@ -82,6 +82,10 @@ GraphSpec graph(const Reader& reader) {
     if (!file.is_string()) throw malformed(reader.source(), reader.key("files"), "a list of file names");
     spec.files.push_back(file.get<std::string>());
   }
+  if (auto cache = reader.optional_table("kv_cache")) {
+    spec.kv_cache = cache->str("kind");
+    spec.kv_cache_max_length = cache->integer("max_length");
+  }
   return spec;
 }
 

@@ -26,6 +26,11 @@ struct GraphSpec {
   std::string name, file;
   std::vector<std::string> files;
   std::vector<TensorSpec> inputs, outputs;
+  // How the KV cache is driven: "" past in and present out (the standard graph); "shared-buffer"
+  // (the fused decoder), one buffer per cache tensor of kv_cache_max_length positions bound as both
+  // past and present, the valid length in the seqlens_k and total_sequence_length inputs.
+  std::string kv_cache;
+  int64_t kv_cache_max_length = 0;
   const TensorSpec* input(const std::string& name) const;
 };
 

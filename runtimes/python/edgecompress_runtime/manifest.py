@@ -70,6 +70,11 @@ class Graph:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     dynamic_axes: dict[str, dict[int, str]]
+    # How the graph's KV cache is driven: None, past in and present out (the standard graph);
+    # "shared-buffer" (the fused decoder), one buffer per cache tensor of kv_cache_max_length
+    # positions bound as both past and present, the valid length in seqlens_k/total_sequence_length.
+    kv_cache: str | None = None
+    kv_cache_max_length: int = 0
 
     def input(self, name: str) -> Tensor:
         return next(t for t in self.inputs if t.name == name)
@@ -265,6 +270,7 @@ def _graph(reader: _Reader) -> Graph:
     if not all(isinstance(f, str) for f in files):
         raise _malformed(reader.source, reader.key("files"), "a list of file names")
     axes = reader.get("dynamic_axes", dict, optional=True) or {}
+    cache = reader.table("kv_cache", optional=True)
     return Graph(
         name=reader.get("name", str),
         file=reader.get("file", str),
@@ -272,4 +278,6 @@ def _graph(reader: _Reader) -> Graph:
         inputs=_tensors(reader, "inputs"),
         outputs=_tensors(reader, "outputs"),
         dynamic_axes={k: {int(i): n for i, n in v.items()} for k, v in axes.items()},
+        kv_cache=None if cache is None else cache.get("kind", str),
+        kv_cache_max_length=0 if cache is None else cache.get("max_length", int),
     )
