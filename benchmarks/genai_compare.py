@@ -70,6 +70,18 @@ def ours(pipe, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]
     return prefill, (time.perf_counter() - start) / (new_tokens - 1), tokens
 
 
+CPP_TOOL = Path(__file__).resolve().parents[1] / "runtimes" / "cpp" / "build" / "decode_bench"
+
+
+def cpp(bundle: Path, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+    """The C++ runtime's loop (runtimes/cpp, tests/tools/decode_bench.cpp: its own warm-up, then one
+    timed run; loading is not timed), the same ids, end-of-sequence masked."""
+    done = subprocess.run([str(CPP_TOOL), str(bundle), ",".join(map(str, ids)), str(new_tokens)],
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    return result["prefill_ms"] / 1e3, result["decode_ms_per_token"] / 1e3, result["tokens"]
+
+
 def genai(model, og, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False, min_length=len(ids) + new_tokens)
@@ -121,13 +133,17 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(Path(tmp) / "hf"),
                         "-o", str(Path(tmp) / "genai"), "-p", "fp32", "-e", "cpu"], check=True, capture_output=True)
         model = og.Model(str(Path(tmp) / "genai"))
-        results = {**{name: [] for name in pipes}, "onnxruntime-genai": []}
+        with_cpp = CPP_TOOL.exists()  # bash runtimes/cpp/build.sh
+        results = {**{name: [] for name in pipes}, **({"edgecompress C++ runtime": []} if with_cpp else {}),
+                   "onnxruntime-genai": []}
         for name, runner in pipes.items():
             ours(runner, ids, args.new_tokens)  # warm-up
         genai(model, og, ids, args.new_tokens)
         for _ in range(args.runs):
             for name, runner in pipes.items():
                 results[name].append(ours(runner, ids, args.new_tokens))
+            if with_cpp:
+                results["edgecompress C++ runtime"].append(cpp(args.bundle, ids, args.new_tokens))
             results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
     print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "

@@ -77,7 +77,11 @@ std::vector<TensorSpec> tensors(const Reader& reader, const std::string& name) {
 }
 
 GraphSpec graph(const Reader& reader) {
-  GraphSpec spec{reader.str("name"), reader.str("file"), {}, tensors(reader, "inputs"), tensors(reader, "outputs")};
+  GraphSpec spec;
+  spec.name = reader.str("name");
+  spec.file = reader.str("file");
+  spec.inputs = tensors(reader, "inputs");
+  spec.outputs = tensors(reader, "outputs");
   for (const json& file : reader.list("files")) {
     if (!file.is_string()) throw malformed(reader.source(), reader.key("files"), "a list of file names");
     spec.files.push_back(file.get<std::string>());

@@ -1,0 +1,77 @@
+// decode_bench BUNDLE IDS NEW_TOKENS: the C++ runtime's language-model loop on given prompt ids
+// (comma-separated), for benchmarks/genai_compare.py: one warm-up, then one timed greedy run with
+// end-of-sequence masked (as genai's min_length does). Prints one JSON line: prefill_ms,
+// decode_ms_per_token, tokens. Bundle loading is not timed.
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "backend.hpp"
+#include "edgecompress/error.hpp"
+#include "manifest.hpp"
+#include "npy.hpp"
+
+using namespace edgecompress;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Run {
+  double prefill_ms = 0, decode_ms_per_token = 0;
+  std::vector<int64_t> tokens;
+};
+
+int64_t pick(std::vector<float> logits, const std::vector<int64_t>& eos) {
+  for (int64_t id : eos) logits[id] = -std::numeric_limits<float>::infinity();
+  return std::max_element(logits.begin(), logits.end()) - logits.begin();
+}
+
+Run run(Backend& backend, const NpyArray& table, const std::vector<int64_t>& ids, int new_tokens, const std::vector<int64_t>& eos) {
+  std::vector<float> embeds(ids.size() * table.row_size());
+  for (size_t i = 0; i < ids.size(); ++i) table.row(ids[i], embeds.data() + i * table.row_size());
+  Run result;
+  auto start = Clock::now();
+  backend.reset();
+  result.tokens.push_back(pick(backend.decode(embeds, static_cast<int64_t>(ids.size()), 0), eos));
+  result.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  std::vector<float> step(table.row_size());
+  start = Clock::now();
+  for (int i = 0; i < new_tokens - 1; ++i) {
+    table.row(result.tokens.back(), step.data());
+    result.tokens.push_back(pick(backend.decode(step, 1, static_cast<int64_t>(ids.size()) + i), eos));
+  }
+  result.decode_ms_per_token = std::chrono::duration<double, std::milli>(Clock::now() - start).count() / std::max(new_tokens - 1, 1);
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::cerr << "usage: decode_bench BUNDLE IDS NEW_TOKENS\n";
+    return 2;
+  }
+  try {
+    std::string bundle = argv[1];
+    std::vector<int64_t> ids;
+    std::stringstream list(argv[2]);
+    for (std::string item; std::getline(list, item, ',');) ids.push_back(std::stoll(item));
+    int new_tokens = std::stoi(argv[3]);
+    Manifest manifest = open_bundle(bundle);
+    auto backend = make_backend("onnxruntime", bundle, manifest, 0);
+    NpyArray table = NpyArray::open(inside(bundle, *manifest.embeddings_file));
+    run(*backend, table, ids, new_tokens, manifest.eos_token_ids);  // warm-up
+    Run result = run(*backend, table, ids, new_tokens, manifest.eos_token_ids);
+    std::cout << nlohmann::json{{"prefill_ms", result.prefill_ms}, {"decode_ms_per_token", result.decode_ms_per_token},
+                                {"tokens", result.tokens}}
+              << "\n";
+  } catch (const std::exception& err) {
+    std::cerr << "error: " << err.what() << "\n";
+    return 2;
+  }
+  return 0;
+}
