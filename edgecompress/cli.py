@@ -113,6 +113,7 @@ def export(
     quantization: str = typer.Option("gptq", "--quantization", help="With --weights int8/int4: gptq (calibrated) or rtn (round to nearest)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --quantization gptq: a JSONL data set (validate's format) whose first 32 questions calibrate. Default: generated shapes pictures."),
     decoder_ops: str = typer.Option("standard", "--decoder-ops", help="standard: one decoder graph of standard ONNX ops (TensorRT and ONNX Runtime). onnxruntime: also a decoder graph with ONNX Runtime's fused ops (GroupQueryAttention, SkipSimplifiedLayerNormalization), which the ONNX Runtime backends run (several times faster decode on the CPU); TensorRT still builds from the standard graph."),
+    pixel_input: str = typer.Option("float", "--pixel-input", help="float: the vision graph takes normalised float32 pixels (NCHW). uint8: it takes the centre crop as uint8 [1, S, S, 3] and normalises inside (bit-identical; the runtime skips its own normalisation). LLaVA-1.5 only."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -128,7 +129,8 @@ def export(
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, layer=layer, weights=weights, group_size=group_size,
-        quantization=quantization, calibration=calibration, decoder_ops=decoder_ops, steps=RichSteps(),
+        quantization=quantization, calibration=calibration, decoder_ops=decoder_ops,
+        pixel_input=pixel_input, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:

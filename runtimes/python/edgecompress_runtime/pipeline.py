@@ -14,7 +14,7 @@ from edgecompress_runtime.bundle import inside, open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.anyres import preprocess_anyres
-from edgecompress_runtime.preprocess import preprocess
+from edgecompress_runtime.preprocess import crop_pixels, preprocess
 
 
 @dataclass
@@ -99,6 +99,8 @@ class Pipeline:
             self.k = self.pruning.image_tokens
         self.anyres = manifest.anyres  # LLaVA-NeXT: tiling, and how image tokens are packed
         self.vision_inputs = [t.name for t in manifest.graphs["vision"].inputs]
+        # export --pixel-input uint8: the vision graph takes the uint8 crop and normalises inside
+        self.uint8_pixels = manifest.preprocess.get("pixel_input", "float") == "uint8"
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
                         if manifest.packs_newlines else None)
 
@@ -152,6 +154,8 @@ class Pipeline:
         mask; for an unpruned bundle also the order in which the graph's tokens (and image
         newlines, -1) enter the language model.
         """
+        if self.anyres is None and self.uint8_pixels:  # the graph normalises: hand it the crop as it is
+            return {"pixels": crop_pixels(image, self.manifest.preprocess, fast=self.fast_preprocess)[None]}, None
         if self.anyres is None:
             return {"pixel_values": preprocess(image, self.manifest.preprocess, fast=self.fast_preprocess)}, None
         pixel_values, layout = preprocess_anyres(image, self.manifest.preprocess, self.anyres)
