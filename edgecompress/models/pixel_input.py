@@ -34,7 +34,8 @@ class Uint8Pixels(nn.Module):
         self.register_buffer("offsets", torch.tensor([0, 256, 512], dtype=torch.int32), persistent=False)
 
     def forward(self, pixels: torch.Tensor):
-        index = pixels.permute(0, 3, 1, 2).to(torch.int32) + self.offsets[None, :, None, None]
+        # cast first: TensorRT takes a uint8 network input only into a Cast
+        index = pixels.to(torch.int32).permute(0, 3, 1, 2) + self.offsets[None, :, None, None]
         # index_select exports as one Gather (table[index] would be a GatherND, which wants int64)
         return self.vision(torch.index_select(self.table, 0, index.reshape(-1)).reshape(index.shape))
 
