@@ -478,6 +478,7 @@ def write_text_assets(adapter, staging: Path, k: int, dtype, pruning: dict[str, 
         "embeddings": {"file": "embed_tokens.npy", "shape": list(table.shape), "dtype": str(table.dtype)},
         "tokenizer": {"file": tokenizer_file} if tokenizer_file else None,
         "prompt_template": adapter.chat_prompt_template(),
+        "follow_up_template": adapter.chat_follow_up_template(),
         "generation": {"eos_token_ids": adapter.eos_token_ids(), "decoding": "greedy"},
         "limits": limits,
     }

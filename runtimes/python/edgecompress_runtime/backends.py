@@ -43,6 +43,9 @@ def weight_only_config(weights: str | None) -> list[tuple[str, str]]:
 
 class Backend(Protocol):
     name: str
+    # decoder() takes several new tokens on a non-empty cache (a conversation's follow-up turn);
+    # False: one token at a time there (TensorRT engines: their profiles are prefill or decode)
+    extends_cache: bool
 
     def vision(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -98,6 +101,7 @@ class OnnxRuntimeBackend:
         # under load (benchmarks/genai_compare.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = f"onnxruntime-{device}"
+        self.extends_cache = True
         graphs = manifest.graphs
         for required in ("vision", "decoder"):
             if required not in graphs or (required == "decoder" and manifest.language_model is None):
