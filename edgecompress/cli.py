@@ -250,8 +250,8 @@ def plan(
 def run(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
     image: Path = typer.Option(..., "--image", "-i", help="The image file (PNG, JPEG, ...)."),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image. Repeat it for follow-up turns of one conversation: each reuses the KV cache of the turns before."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens (per turn)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu), or tensorrt (engines from `edgecompress build`)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="With --backend tensorrt: whose engines to run (default: the only one built)."),
     stats: bool = typer.Option(False, "--stats", help="Print timings (time to first token, decode tokens/s) after the answer."),
@@ -261,17 +261,29 @@ def run(
     from edgecompress_runtime import Pipeline
 
     pipe = Pipeline.load(bundle, backend=backend, profile=profile, fast_preprocess=fast_preprocess)
-    result = pipe.generate_full(
-        image, prompt, max_new_tokens=max_new_tokens, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
-    )
-    sys.stdout.write("\n")
-    if stats:
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if len(prompt) == 1:
+        results = [pipe.generate_full(image, prompt[0], max_new_tokens=max_new_tokens, on_text=show)]
+        sys.stdout.write("\n")
+    else:  # successive turns of one conversation; the answers one per line
+        conversation = pipe.chat(image, prompt[0], max_new_tokens=max_new_tokens, on_text=show)
+        sys.stdout.write("\n")
+        for follow_up in prompt[1:]:
+            conversation.follow_up(follow_up, max_new_tokens=max_new_tokens, on_text=show)
+            sys.stdout.write("\n")
+        results = conversation.turns
+    for turn, result in enumerate(results if stats else []):
         t = result.timings
         # The first token comes from the prefill; decode speed needs at least one decode step.
         decode = (f"decode {t['decode_tokens'] / t['decode_s']:.1f} tokens/s" if t["decode_tokens"] and t["decode_s"] > 0
                   else "no decode steps to time")
+        read = (f"{result.prompt_tokens} prompt tokens ({result.image_tokens} image)" if turn == 0
+                else f"{result.prompt_tokens} new prompt tokens on the cached conversation")
         console.print(
-            f"[dim]{result.prompt_tokens} prompt tokens ({result.image_tokens} image), {len(result.token_ids)} generated "
+            f"[dim]{read}, {len(result.token_ids)} generated "
             f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, {decode}[/dim]"
         )
 
