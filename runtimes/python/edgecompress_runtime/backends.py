@@ -3,7 +3,8 @@
 A backend runs the bundle's two graphs:
 
 - ``vision(feeds) -> (image_embeds [1,K,D], kept_indices [1,K])``, ``feeds`` the vision graph's
-  inputs by name (``pixel_values``; for LLaVA-NeXT also ``grid_index`` and ``tile_mask``)
+  inputs by name (``pixel_values``, or ``pixels`` uint8 for ``export --pixel-input uint8``; for LLaVA-NeXT
+  also ``grid_index`` and ``tile_mask``)
 - ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
 - ``prefill(inputs_embeds [1,S,D], position_ids [1,S]) -> (logits [1,1,V], kept_indices [1,K], present)``,
   only for a bundle whose method prunes inside the language model (a ``prefill`` graph; FastV):
