@@ -6,6 +6,8 @@
   against re-prefilling the whole conversation (vision graph included), time to first token.
 
     python benchmarks/turns_and_pixels.py FLOAT_BUNDLE UINT8_BUNDLE [--runs 20]
+
+(the two bundles of the same model and method, so that the vision graphs differ only by the lookup)
 """
 
 from __future__ import annotations
