@@ -113,6 +113,7 @@ def export(
     quantization: str = typer.Option("gptq", "--quantization", help="With --weights int8/int4: gptq (calibrated) or rtn (round to nearest)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --quantization gptq: a JSONL data set (validate's format) whose first 32 questions calibrate. Default: generated shapes pictures."),
     decoder_ops: str = typer.Option("standard", "--decoder-ops", help="standard: one decoder graph of standard ONNX ops (TensorRT and ONNX Runtime). onnxruntime: also a decoder graph with ONNX Runtime's fused ops (GroupQueryAttention, SkipSimplifiedLayerNormalization), which the ONNX Runtime backends run (several times faster decode on the CPU); TensorRT still builds from the standard graph."),
+    pixel_input: str = typer.Option("float", "--pixel-input", help="float: the vision graph takes normalised float32 pixels (NCHW). uint8: it takes the centre crop as uint8 [1, S, S, 3] and normalises inside (bit-identical; the runtime skips its own normalisation). LLaVA-1.5 only."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -128,7 +129,8 @@ def export(
     bundle = export_bundle(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, layer=layer, weights=weights, group_size=group_size,
-        quantization=quantization, calibration=calibration, decoder_ops=decoder_ops, steps=RichSteps(),
+        quantization=quantization, calibration=calibration, decoder_ops=decoder_ops,
+        pixel_input=pixel_input, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:
@@ -248,8 +250,8 @@ def plan(
 def run(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgecompress export`."),
     image: Path = typer.Option(..., "--image", "-i", help="The image file (PNG, JPEG, ...)."),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="The question or instruction about the image. Repeat it for follow-up turns of one conversation: each reuses the KV cache of the turns before."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Stop after this many generated tokens (per turn)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (CPU), onnxruntime-cuda (needs onnxruntime-gpu), or tensorrt (engines from `edgecompress build`)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="With --backend tensorrt: whose engines to run (default: the only one built)."),
     stats: bool = typer.Option(False, "--stats", help="Print timings (time to first token, decode tokens/s) after the answer."),
@@ -259,17 +261,29 @@ def run(
     from edgecompress_runtime import Pipeline
 
     pipe = Pipeline.load(bundle, backend=backend, profile=profile, fast_preprocess=fast_preprocess)
-    result = pipe.generate_full(
-        image, prompt, max_new_tokens=max_new_tokens, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
-    )
-    sys.stdout.write("\n")
-    if stats:
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if len(prompt) == 1:
+        results = [pipe.generate_full(image, prompt[0], max_new_tokens=max_new_tokens, on_text=show)]
+        sys.stdout.write("\n")
+    else:  # successive turns of one conversation; the answers one per line
+        conversation = pipe.chat(image, prompt[0], max_new_tokens=max_new_tokens, on_text=show)
+        sys.stdout.write("\n")
+        for follow_up in prompt[1:]:
+            conversation.follow_up(follow_up, max_new_tokens=max_new_tokens, on_text=show)
+            sys.stdout.write("\n")
+        results = conversation.turns
+    for turn, result in enumerate(results if stats else []):
         t = result.timings
         # The first token comes from the prefill; decode speed needs at least one decode step.
         decode = (f"decode {t['decode_tokens'] / t['decode_s']:.1f} tokens/s" if t["decode_tokens"] and t["decode_s"] > 0
                   else "no decode steps to time")
+        read = (f"{result.prompt_tokens} prompt tokens ({result.image_tokens} image)" if turn == 0
+                else f"{result.prompt_tokens} new prompt tokens on the cached conversation")
         console.print(
-            f"[dim]{result.prompt_tokens} prompt tokens ({result.image_tokens} image), {len(result.token_ids)} generated "
+            f"[dim]{read}, {len(result.token_ids)} generated "
             f"(stopped by {result.stopped_by}); time to first token {t['ttft_s'] * 1000:.0f} ms, {decode}[/dim]"
         )
 

@@ -97,6 +97,7 @@ def export_bundle(
     quantization: str = "gptq",
     calibration: str | Path | None = None,
     decoder_ops: str = "standard",
+    pixel_input: str = "float",
     steps: Steps | None = None,
 ) -> Path:
     """Export MODEL with a fixed visual-token budget into a verified bundle folder.
@@ -115,6 +116,9 @@ def export_bundle(
     ``decoder_ops`` onnxruntime: also a decoder graph with ONNX Runtime's fused operators
     (``edgecompress.lowering.fuse``), which the ONNX Runtime backends run in place of the standard
     one; TensorRT still builds from the standard graph.
+
+    ``pixel_input`` uint8: the vision graph takes the centre crop as uint8 HWC (``pixels``) and
+    normalises inside (``edgecompress.models.pixel_input``); LLaVA-1.5 only.
     """
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -131,6 +135,7 @@ def export_bundle(
                                 hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     quant = resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only)
     check_decoder_ops(decoder_ops, chosen, vision_only)
+    check_pixel_input(pixel_input, spec.recipe.family if spec.recipe else None)
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
@@ -152,15 +157,21 @@ def export_bundle(
     else:
         plan = adapter.plan_vision(chosen, budget, precision)
     k, resolved = plan.k, plan.budget
+    exported = plan  # what the vision graph is exported from; quantization calibrates with the float plan
+    if pixel_input == "uint8":
+        check_pixel_input(pixel_input, adapter.family)  # a checkpoint folder's family is known only now
+        from edgecompress.models.pixel_input import uint8_vision_plan
+
+        exported = uint8_vision_plan(plan, adapter.preprocess)
     pruning = plan.extra.get("decoder_pruning")  # what the prefill graph bakes in, for a decoder-stage method
 
     graphs: dict[str, Any] = {}
     with BundleWriter(out, force=force) as writer:
         shown = f"all {resolved.n} tokens; {method} keeps {k} at decoder layer {pruning['layer']}" if pruning else f"K={k} of {resolved.n}"
         with steps.step("export", f"Exporting vision graph ({shown}, {precision})"):
-            files = export_onnx(plan.module, plan.example, plan.spec, writer.staging / "vision.onnx")
+            files = export_onnx(exported.module, exported.example, exported.spec, writer.staging / "vision.onnx")
         with steps.step("verify", "Verifying vision graph (static shapes, constant-K TopK, TensorRT ops)"):
-            graphs["vision"] = verified_entry(writer.staging, files, plan.spec)
+            graphs["vision"] = verified_entry(writer.staging, files, exported.spec)
         text: dict[str, Any] = {}
         if pruning is not None:
             prefill, decoder = adapter.plan_pruned_decoder(chosen, pruning["layer"], pruning["image_start"],
@@ -202,6 +213,7 @@ def export_bundle(
         adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
+            writer.manifest["preprocess"]["pixel_input"] = pixel_input
             if quant is not None:
                 writer.manifest["weights"] = record
             if decoder_ops == "onnxruntime" and not vision_only:
@@ -339,6 +351,18 @@ def image_start(adapter) -> int:
     if ids.count(adapter.image_token_id) != 1:
         raise EdgeCompressError(f"the chat template holds {ids.count(adapter.image_token_id)} image placeholders, not one")
     return ids.index(adapter.image_token_id)
+
+
+PIXEL_INPUTS = ("float", "uint8")
+
+
+def check_pixel_input(pixel_input: str, family: str | None) -> None:
+    if pixel_input not in PIXEL_INPUTS:
+        raise EdgeCompressError(f"unknown --pixel-input {pixel_input!r}", hint=f"Use one of: {', '.join(PIXEL_INPUTS)}.")
+    if pixel_input == "uint8" and family == "llava-next":
+        raise EdgeCompressError("--pixel-input uint8 is for LLaVA-1.5 bundles: a LLaVA-NeXT vision graph takes "
+                                "several resized tiles padded into fixed slots, which the runtime still normalises",
+                                hint="Export LLaVA-NeXT without --pixel-input (float pixels).")
 
 
 DECODER_OPS = ("standard", "onnxruntime")
@@ -481,6 +505,7 @@ def write_text_assets(adapter, staging: Path, k: int, dtype, pruning: dict[str, 
         "embeddings": {"file": "embed_tokens.npy", "shape": list(table.shape), "dtype": str(table.dtype)},
         "tokenizer": {"file": tokenizer_file} if tokenizer_file else None,
         "prompt_template": adapter.chat_prompt_template(),
+        "follow_up_template": adapter.chat_follow_up_template(),
         "generation": {"eos_token_ids": adapter.eos_token_ids(), "decoding": "greedy"},
         "limits": limits,
     }

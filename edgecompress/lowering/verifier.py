@@ -232,6 +232,18 @@ def check_weight_quantization(model: onnx.ModelProto, spec: GraphSpec | None) ->
     return findings
 
 
+def check_uint8_inputs(model: onnx.ModelProto, spec: GraphSpec | None) -> list[Finding]:
+    """A uint8 graph input (``export --pixel-input uint8``) feeds only Cast nodes: TensorRT takes
+    UINT8 as a network input and casts it, and rejects any other op on it."""
+    uint8 = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    return [
+        Finding("uint8-inputs", f"uint8 input {name!r} feeds {_node_label(node)}; TensorRT takes uint8 only into a Cast "
+                "(cast it to int32 or float first)")
+        for node in iter_nodes(model.graph) if node.op_type != "Cast"
+        for name in node.input if name in uint8
+    ]
+
+
 CHECKS: dict[str, Callable[[onnx.ModelProto, GraphSpec | None], list[Finding]]] = {
     "no-data-dependent-ops": check_no_data_dependent_shapes,
     "topk-constant-k": check_topk_constant_k,
@@ -239,6 +251,7 @@ CHECKS: dict[str, Callable[[onnx.ModelProto, GraphSpec | None], list[Finding]]] 
     "declared-io": check_boundary_matches_spec,
     "tensorrt-ops": check_tensorrt_ops,
     "weight-quantization": check_weight_quantization,
+    "uint8-inputs": check_uint8_inputs,
 }
 
 

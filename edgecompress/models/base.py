@@ -197,6 +197,33 @@ class FamilyAdapter:
                 return text.replace(sentinel, "{prompt}")
         return self.prompt_template
 
+    def chat_follow_up_template(self) -> str | None:
+        """The text of a later user turn, with {prompt}: what the checkpoint's chat template renders
+        after the previous answer (its end-of-turn and the next user turn, no image), e.g.
+        "</s>USER: {prompt} ASSISTANT:". None where the template is unavailable or does not render
+        a two-turn chat as the one-turn prompt, the answer, then the rest (the runtime then refuses
+        follow-ups rather than guess the separators)."""
+        if self.text_source is None:
+            return None
+        from transformers import AutoProcessor
+
+        first, answer, second = "EDGECOMPRESS_FIRST", "EDGECOMPRESS_ANSWER", "EDGECOMPRESS_SECOND"
+        try:
+            processor = AutoProcessor.from_pretrained(self.text_source)
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": first}]}]
+            one = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            messages += [{"role": "assistant", "content": [{"type": "text", "text": answer}]},
+                         {"role": "user", "content": [{"type": "text", "text": second}]}]
+            two = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except (OSError, ValueError, TypeError):
+            return None
+        # The answer follows the one-turn prompt after at most whitespace (the model writes its own leading space).
+        if not (two.startswith(one) and two.count(answer) == 1 and two.count(second) == 1
+                and not two[len(one):two.index(answer)].strip()):
+            return None
+        rest = two[two.index(answer) + len(answer):]
+        return rest.replace(second, "{prompt}")
+
 
 DECODER_EXAMPLE_SEQUENCE, DECODER_EXAMPLE_PAST = 4, 3  # > 1, so torch.export keeps both axes symbolic
 

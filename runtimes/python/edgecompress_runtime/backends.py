@@ -3,7 +3,8 @@
 A backend runs the bundle's two graphs:
 
 - ``vision(feeds) -> (image_embeds [1,K,D], kept_indices [1,K])``, ``feeds`` the vision graph's
-  inputs by name (``pixel_values``; for LLaVA-NeXT also ``grid_index`` and ``tile_mask``)
+  inputs by name (``pixel_values``, or ``pixels`` uint8 for ``export --pixel-input uint8``; for LLaVA-NeXT
+  also ``grid_index`` and ``tile_mask``)
 - ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
 - ``prefill(inputs_embeds [1,S,D], position_ids [1,S]) -> (logits [1,1,V], kept_indices [1,K], present)``,
   only for a bundle whose method prunes inside the language model (a ``prefill`` graph; FastV):
@@ -46,6 +47,9 @@ def weight_only_config(weights: str | None) -> list[tuple[str, str]]:
 
 class Backend(Protocol):
     name: str
+    # decoder() takes several new tokens on a non-empty cache (a conversation's follow-up turn);
+    # False: one token at a time there (TensorRT engines: their profiles are prefill or decode)
+    extends_cache: bool
 
     def vision(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -101,6 +105,7 @@ class OnnxRuntimeBackend:
         # under load (benchmarks/genai_compare.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = f"onnxruntime-{device}"
+        self.extends_cache = True
         graphs = manifest.graphs
         for required in ("vision", "decoder"):
             if required not in graphs or (required == "decoder" and manifest.language_model is None):

@@ -154,6 +154,9 @@ class Manifest:
     # Graphs only ONNX Runtime runs (its contrib ops), each in place of the same-named entry of
     # ``graphs`` (export --decoder-ops onnxruntime: "decoder"); TensorRT and the verifier read ``graphs``.
     onnxruntime_graphs: dict[str, Graph] = field(default_factory=dict)
+    # The text of a later user turn, with {prompt}, as the chat template renders it after the
+    # previous answer (e.g. "</s>USER: {prompt} ASSISTANT:"); None: the bundle cannot take follow-ups.
+    follow_up_template: str | None = None
 
     @property
     def recipe_name(self) -> str:
@@ -219,6 +222,7 @@ class Manifest:
             budget_spec=top.table("budget").get("spec", str),
             image_token_id=top.get("image_token_id", int),
             prompt_template=top.get("prompt_template", str),
+            follow_up_template=top.get("follow_up_template", str, optional=True),
             preprocess=top.get("preprocess", dict),
             architecture=top.get("architecture", dict),
             graphs=graphs,

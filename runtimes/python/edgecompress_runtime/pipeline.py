@@ -14,7 +14,7 @@ from edgecompress_runtime.bundle import inside, open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.anyres import preprocess_anyres
-from edgecompress_runtime.preprocess import preprocess
+from edgecompress_runtime.preprocess import crop_pixels, preprocess
 
 
 @dataclass
@@ -99,6 +99,8 @@ class Pipeline:
             self.k = self.pruning.image_tokens
         self.anyres = manifest.anyres  # LLaVA-NeXT: tiling, and how image tokens are packed
         self.vision_inputs = [t.name for t in manifest.graphs["vision"].inputs]
+        # export --pixel-input uint8: the vision graph takes the uint8 crop and normalises inside
+        self.uint8_pixels = manifest.preprocess.get("pixel_input", "float") == "uint8"
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
                         if manifest.packs_newlines else None)
 
@@ -118,7 +120,9 @@ class Pipeline:
         if not isinstance(prompt, str) or not prompt.strip():
             raise EdgeCompressError("the prompt is empty", hint="Ask a question about the image, e.g. --prompt \"What is in the picture?\"")
         text = self.prompt_template.replace("{prompt}", prompt)
-        ids = self.tokenizer.encode(text, add_special_tokens=True).ids
+        return self.check_ids(self.tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def check_ids(self, ids: list[int]) -> list[int]:
         count = ids.count(self.image_token_id)
         if count != 1:
             raise EdgeCompressError(
@@ -152,6 +156,8 @@ class Pipeline:
         mask; for an unpruned bundle also the order in which the graph's tokens (and image
         newlines, -1) enter the language model.
         """
+        if self.anyres is None and self.uint8_pixels:  # the graph normalises: hand it the crop as it is
+            return {"pixels": crop_pixels(image, self.manifest.preprocess, fast=self.fast_preprocess)[None]}, None
         if self.anyres is None:
             return {"pixel_values": preprocess(image, self.manifest.preprocess, fast=self.fast_preprocess)}, None
         pixel_values, layout = preprocess_anyres(image, self.manifest.preprocess, self.anyres)
@@ -195,11 +201,30 @@ class Pipeline:
     ) -> Generation:
         """Greedy generation with timings. ``ignore_eos``: generate exactly ``max_new_tokens``
         (an end-of-sequence token is kept as any other), as benchmarks need a fixed decode length."""
+        return self.first_turn(image, None, prompt, max_new_tokens, on_text, ignore_eos).last
+
+    def generate_ids(self, image, ids: list[int], *, max_new_tokens: int = 64) -> Generation:
+        """Greedy generation from token ids already rendered (the image placeholder once among
+        them): a whole conversation's text in one prefill, say, to check a follow-up against."""
+        return self.first_turn(image, list(ids), None, max_new_tokens, None, False).last
+
+    def chat(self, image, prompt: str, *, max_new_tokens: int = 64,
+             on_text: Callable[[str], None] | None = None) -> "Conversation":
+        """Start a conversation about ``image``: the first answer is ``.last``; ``follow_up`` asks
+        the next question on top of the kept KV cache (no vision graph, no re-read prompt)."""
+        if self.manifest.follow_up_template is None:
+            raise EdgeCompressError(f"bundle {self.bundle} records no follow-up template (its chat template was not "
+                                    "available at export, or it was exported before conversations were supported)",
+                                    hint="Re-export the bundle with this edgecompress, from a checkpoint with a chat template.")
+        return self.first_turn(image, None, prompt, max_new_tokens, on_text, False)
+
+    def first_turn(self, image, ids: list[int] | None, prompt: str | None, max_new_tokens: int,
+                   on_text, ignore_eos: bool) -> "Conversation":
         if max_new_tokens < 1:
             raise EdgeCompressError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        ids = self.prompt_ids(prompt)
+        ids = self.prompt_ids(prompt) if ids is None else self.check_ids(ids)
         feeds, order = self.prepare_image(image)
         self.check_length(len(ids), max_new_tokens, None if order is None else len(order))
         timings["preprocess_s"] = time.perf_counter() - start
@@ -222,14 +247,18 @@ class Pipeline:
             logits, past = self.backend.decoder(embeds, positions, self.backend.empty_past())
         timings["prefill_s"] = time.perf_counter() - t
         timings["ttft_s"] = time.perf_counter() - start
-        prefill_logits = logits[0, -1].astype(np.float32)
+        conversation = Conversation(self, list(ids), past, length, [], [], image_embeds.shape[1], kept[0])
+        conversation.answer(logits, length, max_new_tokens, on_text, ignore_eos, timings)
+        return conversation
 
+    def decode(self, next_logits: np.ndarray, past, position: int, max_new_tokens: int, on_text, ignore_eos: bool):
+        """Greedy decoding from the logits after a prefill whose next position is ``position``:
+        (tokens, the cache, why it stopped, decoder calls). The last token is not fed back (nothing
+        reads its logits), so the cache ends before it; an end-of-sequence token is not kept."""
         generated: list[int] = []
         stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
         stopped_by = "max_new_tokens"
         steps = 0  # decoder calls after the prefill: each one yields a token (an end-of-sequence included)
-        t = time.perf_counter()
-        next_logits = prefill_logits
         while True:
             token = int(np.argmax(next_logits))
             if token in self.eos_token_ids and not ignore_eos:
@@ -241,13 +270,93 @@ class Pipeline:
             if len(generated) >= max_new_tokens:
                 break
             # original positions: after a pruning prefill too, the next token sits after the whole prompt
-            position = np.array([[length + len(generated) - 1]], dtype=np.int64)
-            logits, past = self.backend.decoder(self.embed([token]), position, past)
+            logits, past = self.backend.decoder(self.embed([token]), np.array([[position + steps]], dtype=np.int64), past)
             steps += 1
             next_logits = logits[0, -1]
-        timings["decode_s"] = time.perf_counter() - t
-        timings["decode_tokens"] = steps
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         if stream is not None:
             stream.finish(text)
-        return Generation(text, generated, length, kept[0], stopped_by, timings, prefill_logits, image_embeds.shape[1])
+        return generated, text, past, stopped_by, steps
+
+    # -- conversations ----------------------------------------------------------------------
+    def turn_ids(self, prompt: str) -> list[int]:
+        """Token ids of a later user turn: the follow-up template around ``prompt``, no image."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EdgeCompressError("the prompt is empty", hint="Ask the next question, e.g. \"What colour is it?\"")
+        ids = self.tokenizer.encode(self.manifest.follow_up_template.replace("{prompt}", prompt), add_special_tokens=False).ids
+        if self.image_token_id in ids:
+            raise EdgeCompressError("a follow-up turn takes no image placeholder (the conversation's image is already read)",
+                                    hint="Do not write the image token (<image>) in the prompt; start a new chat() for another image.")
+        return ids
+
+    def check_turn_length(self, cached: int, new_tokens: int, max_new_tokens: int) -> None:
+        total = cached + new_tokens + max_new_tokens
+        if total > self.max_sequence:
+            raise EdgeCompressError(
+                f"the conversation so far is {cached} tokens; this turn adds {new_tokens} and with {max_new_tokens} new "
+                f"tokens that is {total}, over this bundle's maximum sequence of {self.max_sequence}",
+                hint=f"{max(self.max_sequence - cached, 0)} tokens are left for the turn and its answer: shorten the "
+                     "question, lower --max-new-tokens, or start a new conversation.",
+            )
+
+
+@dataclass
+class Conversation:
+    """A chat about one image: the KV cache and the token history, so that a follow-up turn
+    prefills only its own tokens on top of everything read before.
+
+    >>> chat = pipe.chat("photo.jpg", "What is in the picture?")
+    >>> chat.last.text
+    >>> chat.follow_up("What colour is it?").text
+    """
+
+    pipeline: Pipeline
+    ids: list[int]  # the conversation's tokens so far: prompts and answers, the image placeholder once
+    past: list  # the KV cache: every token of ``ids`` except ``pending``
+    length: int  # positions read so far (image tokens as the language model read them, before any pruning)
+    pending: list[int]  # answer tokens the cache has not read (the last one, when a turn stopped at max_new_tokens)
+    turns: list[Generation]
+    image_tokens: int
+    kept_indices: np.ndarray
+
+    @property
+    def last(self) -> Generation:
+        return self.turns[-1]
+
+    def answer(self, logits, prompt_length: int, max_new_tokens: int, on_text, ignore_eos: bool,
+               timings: dict[str, float]) -> Generation:
+        pipe = self.pipeline
+        t = time.perf_counter()
+        generated, text, self.past, stopped_by, steps = pipe.decode(
+            logits[0, -1].astype(np.float32), self.past, self.length, max_new_tokens, on_text, ignore_eos)
+        timings["decode_s"] = time.perf_counter() - t
+        timings["decode_tokens"] = steps
+        self.ids += generated
+        self.length += steps
+        self.pending = generated[steps:]
+        turn = Generation(text, generated, prompt_length, self.kept_indices, stopped_by, timings,
+                          logits[0, -1].astype(np.float32), self.image_tokens)
+        self.turns.append(turn)
+        return turn
+
+    def follow_up(self, prompt: str, *, max_new_tokens: int = 64, on_text: Callable[[str], None] | None = None) -> Generation:
+        """The next user turn: reads the last answer's unread token and the turn's text on top of
+        the cache (positions continue), then answers. ``prompt_tokens`` of the result counts only
+        this turn's new tokens."""
+        pipe = self.pipeline
+        if max_new_tokens < 1:
+            raise EdgeCompressError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        timings: dict[str, float] = {"preprocess_s": 0.0, "vision_s": 0.0}
+        start = time.perf_counter()
+        new = self.pending + pipe.turn_ids(prompt)
+        pipe.check_turn_length(self.length, len(new), max_new_tokens)
+        positions = np.arange(self.length, self.length + len(new), dtype=np.int64)[None]
+        if pipe.backend.extends_cache:
+            logits, self.past = pipe.backend.decoder(pipe.embed(new), positions, self.past)
+        else:  # engines built with a decode profile of one token on a cache: read the turn token by token
+            for i, token in enumerate(new):
+                logits, self.past = pipe.backend.decoder(pipe.embed([token]), positions[:, i : i + 1], self.past)
+        timings["prefill_s"] = timings["ttft_s"] = time.perf_counter() - start
+        self.ids += new[len(self.pending):]
+        self.length += len(new)
+        return self.answer(logits, len(new), max_new_tokens, on_text, False, timings)

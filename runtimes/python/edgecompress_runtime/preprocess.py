@@ -113,16 +113,24 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top : top + size, left : left + size]
 
 
+def normalize_table(params: dict[str, Any]) -> np.ndarray:
+    """float32 [3, 256]: what each uint8 value of each channel normalises to. Rescale in float64
+    (as transformers), then (x - mean) / std in float32. The exporter bakes this same table into
+    a vision graph that takes uint8 pixels (``export --pixel-input uint8``), so the two agree bit
+    for bit."""
+    values = np.arange(256, dtype=np.float64)[None, :].repeat(3, axis=0)  # [channel, value]
+    scaled = values * float(params["rescale_factor"])
+    mean = np.asarray(params["image_mean"], dtype=np.float64)[:, None]
+    std = np.asarray(params["image_std"], dtype=np.float64)[:, None]
+    return ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+
+
 def normalize(array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """uint8 HWC -> float32 CHW: rescale (float64, as transformers) then normalise in float32.
 
     A uint8 pixel has 256 values per channel, so the arithmetic runs once per value into a
     [3, 256] table and each pixel is a lookup: bit-identical to computing it per pixel, 4x faster."""
-    values = np.arange(256, dtype=np.float64)[None, :].repeat(3, axis=0)  # [channel, value]
-    scaled = values * float(params["rescale_factor"])
-    mean = np.asarray(params["image_mean"], dtype=np.float64)[:, None]
-    std = np.asarray(params["image_std"], dtype=np.float64)[:, None]
-    table = ((scaled.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+    table = normalize_table(params)
     pixels = np.asarray(array, dtype=np.uint8)
     out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
     for channel in range(3):
@@ -152,6 +160,18 @@ def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str
     return np.asarray(image.resize((crop, crop), RESAMPLE[resample], box=box, reducing_gap=REDUCING_GAP))
 
 
+def crop_pixels(image: str | Path | Image.Image, params: dict[str, Any], *, fast: bool = False) -> np.ndarray:
+    """The centre crop uint8 [S, S, 3] (HWC) that ``preprocess`` normalises: what a vision graph
+    exported with ``--pixel-input uint8`` takes."""
+    size, crop = int(params["resize_shortest_edge"]), int(params["crop_size"])
+    resample = params.get("resample", "bicubic")
+    rgb = to_rgb(load_image(image, draft=size * DRAFT_GAP if fast else None))
+    pixels = resize_and_crop_fast(rgb, size, crop, resample) if fast else None
+    if pixels is None:
+        pixels = center_crop(np.asarray(resize_shortest_edge(rgb, size, resample)), crop)
+    return pixels
+
+
 def preprocess(image: str | Path | Image.Image, params: dict[str, Any], *, fast: bool = False) -> np.ndarray:
     """pixel_values float32 [1, 3, S, S] for one image.
 
@@ -159,10 +179,4 @@ def preprocess(image: str | Path | Image.Image, params: dict[str, Any], *, fast:
     file decodes at a reduced scale (draft mode) and only the crop's region is resized, after an
     integer box reduction; pixels differ from the exact path by at most 4/255 (mean < 1/255; the
     tests hold both bounds), for several times less work on a camera frame."""
-    size, crop = int(params["resize_shortest_edge"]), int(params["crop_size"])
-    resample = params.get("resample", "bicubic")
-    rgb = to_rgb(load_image(image, draft=size * DRAFT_GAP if fast else None))
-    pixels = resize_and_crop_fast(rgb, size, crop, resample) if fast else None
-    if pixels is None:
-        pixels = center_crop(np.asarray(resize_shortest_edge(rgb, size, resample)), crop)
-    return normalize(pixels, params)[None]
+    return normalize(crop_pixels(image, params, fast=fast), params)[None]

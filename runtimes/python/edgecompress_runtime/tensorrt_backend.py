@@ -104,6 +104,7 @@ class TensorRTBackend:
         check_compatible(record, trt.__version__, device_compute_capability(cudart))
         self.trt, self.cudart = trt, cudart
         self.name = f"{record.backend}:{self.profile}"
+        self.extends_cache = False  # the decoder's profiles: a prompt on an empty cache, or one token on a cache
         self._logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(self._logger)
         self._engines, self._contexts = {}, {}
