@@ -84,3 +84,12 @@ def test_tensorrt_rtx_builds_the_uint8_graph(uint8_bundle):
 
     record = build_engines(uint8_bundle, load_profile("rtx-4090"), force=True)
     assert_engines_match_manifest(uint8_bundle, "rtx-4090", record)
+
+
+def test_the_cpp_runtime_feeds_uint8_pixels(uint8_bundle, tmp_path):
+    """The C++ runtime feeds the 8-bit crop to a uint8 bundle's vision graph: the same tokens,
+    text and kept indices as the Python runtime (exact: same graphs, bit-identical crops)."""
+    from tests.cpp_build import build_cpp
+    from tests.cpp_parity import assert_same_answers, write_photos
+
+    assert_same_answers(build_cpp(), uint8_bundle, write_photos(tmp_path / "images"), tmp_path)

@@ -11,12 +11,13 @@
 
 namespace edgecompress {
 
-// A vision-graph input: values as float32 (converted to the graph's type) or int64.
+// A vision-graph input: values as float32 (converted to the graph's type), int64 or uint8.
 struct Feed {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> floats;
   std::vector<int64_t> ints;
+  std::vector<uint8_t> bytes;
 };
 
 struct VisionOutput {

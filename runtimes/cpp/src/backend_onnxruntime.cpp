@@ -24,6 +24,7 @@ ONNXTensorElementDataType element_type(const std::string& dtype) {
   if (dtype == "float32") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   if (dtype == "float16") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
   if (dtype == "int64") return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  if (dtype == "uint8") return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   throw Error("the manifest declares a tensor of type " + dtype + ", which the C++ runtime does not feed",
               "Re-export the bundle with --precision fp32 or fp16.");
 }
@@ -127,7 +128,10 @@ class OnnxRuntimeBackend final : public Backend {
       const Feed& feed = feeds[i];
       names.push_back(feed.name.c_str());
       auto type = vision_types_.count(feed.name) ? vision_types_.at(feed.name) : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-      if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64)
+      if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8)
+        values.push_back(Ort::Value::CreateTensor(cpu_, const_cast<uint8_t*>(feed.bytes.data()), feed.bytes.size(),
+                                                  feed.shape.data(), feed.shape.size(), type));
+      else if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64)
         values.push_back(Ort::Value::CreateTensor(cpu_, const_cast<int64_t*>(feed.ints.data()), feed.ints.size() * 8,
                                                   feed.shape.data(), feed.shape.size(), type));
       else

@@ -121,6 +121,7 @@ std::string type_name(DataType type) {
     case DataType::kINT32: return "int32";
     case DataType::kBOOL: return "bool";
     case DataType::kBF16: return "bfloat16";
+    case DataType::kUINT8: return "uint8";
     default: return "type " + std::to_string(static_cast<int>(type));
   }
 }
@@ -202,8 +203,16 @@ class TensorRTBackend final : public Backend {
     std::deque<std::vector<uint8_t>> staging;
     for (const Feed& feed : feeds) {
       DataType type = vision.engine->getTensorDataType(feed.name.c_str());
-      const void* host = feed.ints.empty() ? to_type(feed.floats, type, feed.name, staging) : to_type(feed.ints, type, feed.name, staging);
-      size_t count = feed.ints.empty() ? feed.floats.size() : feed.ints.size();
+      const void* host;
+      size_t count;
+      if (!feed.bytes.empty()) {  // uint8 pixels (a bundle exported with --pixel-input uint8)
+        if (type != DataType::kUINT8) throw unfed(feed.name, type);
+        host = feed.bytes.data(), count = feed.bytes.size();
+      } else if (!feed.ints.empty()) {
+        host = to_type(feed.ints, type, feed.name, staging), count = feed.ints.size();
+      } else {
+        host = to_type(feed.floats, type, feed.name, staging), count = feed.floats.size();
+      }
       set_input(vision, feed.name, feed.shape, upload(vision.graph + "/" + feed.name, host, count * element_size(type)));
     }
     std::map<std::string, std::vector<int64_t>> shapes = bind_outputs(vision);

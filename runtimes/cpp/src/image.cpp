@@ -57,12 +57,15 @@ std::vector<float> normalize(const ImageRGB& image, const PreprocessParams& para
   return out;
 }
 
-std::vector<float> preprocess(const ImageRGB& image, const PreprocessParams& params) {
+ImageRGB crop_pixels(const ImageRGB& image, const PreprocessParams& params) {
   if (params.resize_shortest_edge <= 0 || params.crop_size <= 0)
     throw Error("preprocess sizes must be positive (resize_shortest_edge " + std::to_string(params.resize_shortest_edge) +
                 ", crop_size " + std::to_string(params.crop_size) + ")");
-  const ImageRGB resized = resize_shortest_edge(image, params.resize_shortest_edge, params.resample);
-  return normalize(center_crop(resized, params.crop_size), params);
+  return center_crop(resize_shortest_edge(image, params.resize_shortest_edge, params.resample), params.crop_size);
+}
+
+std::vector<float> preprocess(const ImageRGB& image, const PreprocessParams& params) {
+  return normalize(crop_pixels(image, params), params);
 }
 
 }  // namespace edgecompress

@@ -109,6 +109,7 @@ PreprocessParams preprocess_params(const Reader& reader) {
     if (!reader.raw("rescale_factor").is_number()) throw malformed(reader.source(), reader.key("rescale_factor"), "a number");
     params.rescale_factor = reader.raw("rescale_factor").get<double>();
   }
+  if (reader.has("pixel_input")) params.pixel_input = reader.str("pixel_input");
   params.image_mean = triple(reader, "image_mean");
   params.image_std = triple(reader, "image_std");
   return params;

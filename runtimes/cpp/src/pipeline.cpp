@@ -112,14 +112,16 @@ struct Pipeline::Impl {
     const PreprocessParams& params = manifest.preprocess;
     if (!manifest.anyres) {
       int crop = params.crop_size;
-      return {Feed{"pixel_values", {1, 3, crop, crop}, preprocess(image, params), {}}};
+      if (params.pixel_input == "uint8")  // the graph normalises: feed the 8-bit crop, HWC
+        return {Feed{"pixels", {1, crop, crop, 3}, {}, {}, crop_pixels(image, params).pixels}};
+      return {Feed{"pixel_values", {1, 3, crop, crop}, preprocess(image, params), {}, {}}};
     }
     const AnyresParams& anyres = *manifest.anyres;
     AnyresInputs inputs = preprocess_anyres(image, params, anyres);
     int64_t slots = 1 + anyres.max_tiles, tile = anyres.tile_size, n = int64_t(anyres.side) * anyres.side;
-    std::vector<Feed> all{Feed{"pixel_values", {slots, 3, tile, tile}, std::move(inputs.pixel_values), {}},
-                          Feed{"grid_index", {1}, {}, {inputs.grid_index}},
-                          Feed{"tile_mask", {anyres.max_tiles, n}, std::move(inputs.tile_mask), {}}};
+    std::vector<Feed> all{Feed{"pixel_values", {slots, 3, tile, tile}, std::move(inputs.pixel_values), {}, {}},
+                          Feed{"grid_index", {1}, {}, {inputs.grid_index}, {}},
+                          Feed{"tile_mask", {anyres.max_tiles, n}, std::move(inputs.tile_mask), {}, {}}};
     if (!newline.empty()) order = std::move(inputs.packed_order);
     std::vector<Feed> feeds;
     for (const std::string& name : vision_inputs)

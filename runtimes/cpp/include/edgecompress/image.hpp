@@ -28,13 +28,17 @@ struct PreprocessParams {
   double rescale_factor = 1.0 / 255.0;
   std::array<double, 3> image_mean{};
   std::array<double, 3> image_std{};
+  std::string pixel_input = "float";  // "uint8": the vision graph takes the crop as uint8 HWC and normalises it
 };
 
 // PIL's Image.resize(size, filter) on 8-bit RGB (filters: nearest, bilinear, bicubic, lanczos,
 // box, hamming), as PIL computes it (support widened when downscaling, 8-bit fixed point).
 ImageRGB resize(const ImageRGB& image, int width, int height, const std::string& filter);
 
-// float32 [3, crop, crop]: resize the shortest edge, centre crop, rescale and normalise.
+// The centre crop, 8-bit: the shortest edge resized, then crop x crop around the centre.
+ImageRGB crop_pixels(const ImageRGB& image, const PreprocessParams& params);
+
+// float32 [3, crop, crop]: crop_pixels, then rescale and normalise.
 std::vector<float> preprocess(const ImageRGB& image, const PreprocessParams& params);
 
 // uint8 HWC -> float32 CHW with rescale (double) then normalise (float), as the Python runtime.
