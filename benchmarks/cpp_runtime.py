@@ -78,7 +78,7 @@ def main() -> None:
         python, python_tokens = python_runs(args.bundle, image, args.prompt, args.new_tokens, args.runs, args.threads)
     print(f"bundle {args.bundle}, {args.new_tokens} new tokens, medians of {args.runs} runs, "
           f"{platform.machine()} {platform.processor() or ''}".rstrip())
-    print(f"| stage | Python runtime | C++ runtime | C++ / Python |")
+    print("| stage | Python runtime | C++ runtime | C++ / Python |")
     print("|---|---:|---:|---:|")
     for stage in STAGES:
         print(f"| {stage.replace('_ms', '').replace('_', ' ')} (ms) | {python[stage]:.3f} | {cpp[stage]:.3f} | "

@@ -131,6 +131,14 @@ def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
 
 
 @pytest.fixture(scope="session")
+def cpp_build() -> Path:
+    """runtimes/cpp/build after runtimes/cpp/build.sh (tests/cpp_build.py)."""
+    from tests.cpp_build import build_cpp
+
+    return build_cpp()
+
+
+@pytest.fixture(scope="session")
 def next_bundles(tmp_path_factory) -> dict:
     """tiny-llava-next bundles (HiRED 20% and unpruned), shared by the LLaVA-NeXT and C++ tests."""
     from edgecompress import export_bundle

@@ -1,7 +1,7 @@
 """The C++ runtime, built once per test session for the tests that drive its programs.
 
 ``runtimes/cpp/build.sh`` is incremental: after the first build of a checkout it only relinks
-what changed. Tests take the ``cpp_build`` fixture (the build folder) or call ``build_cpp()``.
+what changed. Tests take the ``cpp_build`` fixture (conftest.py: the build folder) or call ``build_cpp()``.
 Without cmake or a C++ compiler they skip with that reason; a failed build fails them.
 """
 
@@ -39,8 +39,3 @@ def build_cpp() -> Path:
     if problem:
         pytest.fail(problem)
     return BUILD_DIR
-
-
-@pytest.fixture(scope="session")
-def cpp_build() -> Path:
-    return build_cpp()

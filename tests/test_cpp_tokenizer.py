@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from tokenizers import normalizers, pre_tokenizers
 
-from tests.cpp_build import cpp_build  # noqa: F401  (the session fixture)
-
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TOKENIZER = ROOT / "export" / "weights" / "tiny-llava" / "tokenizer.json"
 N_STRINGS = 3000
@@ -272,7 +270,7 @@ def strings() -> list[str]:
 
 
 @pytest.mark.parametrize("kind", list(TOKENIZERS))
-def test_cpp_tokenizer_matches_python(kind, strings, cpp_build, tmp_path):  # noqa: F811
+def test_cpp_tokenizer_matches_python(kind, strings, cpp_build, tmp_path):
     tokenizer = TOKENIZERS[kind]()
     path = tmp_path / "tokenizer.json"
     tokenizer.save(str(path))
@@ -314,7 +312,7 @@ def test_shipped_tokenizer_is_committed():
     assert listed.returncode == 0, "export/weights/tiny-llava/tokenizer.json is not in git"
 
 
-def test_driver_refuses_an_unsupported_model(cpp_build, tmp_path):  # noqa: F811
+def test_driver_refuses_an_unsupported_model(cpp_build, tmp_path):
     from tokenizers import Tokenizer, models
 
     path = tmp_path / "unigram.json"
@@ -328,7 +326,7 @@ def test_driver_refuses_an_unsupported_model(cpp_build, tmp_path):  # noqa: F811
     assert "supported model types: BPE" in result.stderr
 
 
-def test_driver_rejects_bad_input(cpp_build, tmp_path):  # noqa: F811
+def test_driver_rejects_bad_input(cpp_build, tmp_path):
     feed = tmp_path / "in.jsonl"
     feed.write_text('"fine"\n[1, 2]\n')
     result = subprocess.run([str(cpp_build / "tokenize_driver"), str(SHIPPED_TOKENIZER), "encode", str(feed)],
