@@ -123,27 +123,25 @@ std::vector<json> read_json_lines(const std::string& path) {
   return lines;
 }
 
-int tokenize(const Args& args) {
-  std::string path = args.tokenizer;
-  if (path.empty()) {
-    // the bundle's own tokenizer, through the same checks as a run
-    auto manifest = json::parse(std::ifstream(args.bundle + "/manifest.json"), nullptr, false);
-    if (manifest.is_discarded() || !manifest.contains("tokenizer")) {
-      edgecompress::Pipeline::load(args.bundle, {"onnxruntime", 1, args.check_hashes});  // raises the precise error
-      throw Error("bundle " + args.bundle + " has no tokenizer");
-    }
-    path = args.bundle + "/" + manifest["tokenizer"]["file"].get<std::string>();
-  }
-  auto tokenizer = edgecompress::Tokenizer::from_file(path);
-  auto lines = read_json_lines(args.tokenize_file);
+void print_ids(const edgecompress::Tokenizer& tokenizer, const std::string& file) {
+  auto lines = read_json_lines(file);
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
-    if (!lines[i].is_string()) throw Error(args.tokenize_file + ": line " + std::to_string(i + 1) + " is not a JSON string");
+    if (!lines[i].is_string()) throw Error(file + ": line " + std::to_string(i + 1) + " is not a JSON string");
     auto ids = tokenizer.encode(lines[i].get<std::string>(), false);
     for (size_t j = 0; j < ids.size(); ++j) out += (j ? " " : "") + std::to_string(ids[j]);
     out += "\n";
   }
   std::cout << out;
+}
+
+int tokenize(const Args& args) {
+  if (!args.tokenizer.empty()) {
+    print_ids(edgecompress::Tokenizer::from_file(args.tokenizer), args.tokenize_file);
+  } else {  // the bundle's own tokenizer, through every check a run makes (schema, containment, sha256)
+    auto pipe = edgecompress::Pipeline::load(args.bundle, {"onnxruntime", 1, args.check_hashes, ""});
+    print_ids(pipe.tokenizer(), args.tokenize_file);
+  }
   return 0;
 }
 
