@@ -47,13 +47,15 @@ options:
                          out, space-separated, a line each
   --tokenizer FILE       a tokenizer.json to use with --tokenize-file instead of a bundle's
   --no-check-hashes      skip the sha256 check of the bundle's files (faster start)
+  --no-spinning          ONNX Runtime's idle threads sleep instead of spinning (a CPU shared with
+                         other busy processes; spinning is faster on a dedicated one)
   -h, --help             this help
 )";
 
 struct Args {
   std::string bundle, image, prompt, requests, backend = "onnxruntime", profile, tokenize_file, tokenizer;
   int max_new_tokens = 64, threads = 0, repeat = 1;
-  bool stats = false, json_out = false, ignore_eos = false, check_hashes = true;
+  bool stats = false, json_out = false, ignore_eos = false, check_hashes = true, spinning = true;
 };
 
 int parse_int(const std::string& flag, const std::string& value, int minimum) {
@@ -80,6 +82,10 @@ Args parse(int argc, char** argv) {
     if (flag == "-h" || flag == "--help") {
       std::cout << kUsage;
       std::exit(0);
+    }
+    if (flag == "--no-spinning") {
+      args.spinning = false;
+      continue;
     }
     if (flag == "--no-check-hashes") {
       args.check_hashes = false;
@@ -170,7 +176,7 @@ json timings_json(const std::vector<edgecompress::Timings>& runs) {
 }
 
 int generate(const Args& args) {
-  auto pipe = edgecompress::Pipeline::load(args.bundle, {args.backend, args.threads, args.check_hashes, args.profile});
+  auto pipe = edgecompress::Pipeline::load(args.bundle, {args.backend, args.threads, args.check_hashes, args.profile, args.spinning});
   std::vector<json> requests;
   if (!args.requests.empty()) {
     requests = read_json_lines(args.requests);

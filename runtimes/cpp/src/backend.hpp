@@ -42,8 +42,9 @@ class Backend {
 };
 
 // `profile`: which profile's TensorRT engines (empty: the bundle's only one); the other backends ignore it.
+// `spinning`: ONNX Runtime's idle threads spin (its default; off on a CPU shared with busy processes).
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads,
-                                      const std::string& profile = "");
+                                      const std::string& profile = "", bool spinning = true);
 
 // backend_tensorrt.cpp, in builds with TensorRT (EDGECOMPRESS_WITH_TENSORRT) only.
 std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle, const Manifest& manifest, const std::string& profile);

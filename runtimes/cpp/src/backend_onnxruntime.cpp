@@ -61,7 +61,7 @@ std::vector<float> to_floats(const Ort::Value& value, size_t first = 0) {
 
 class OnnxRuntimeBackend final : public Backend {
  public:
-  OnnxRuntimeBackend(const std::string& bundle, const Manifest& manifest, bool cuda, int threads)
+  OnnxRuntimeBackend(const std::string& bundle, const Manifest& manifest, bool cuda, int threads, bool spinning)
       : name_(cuda ? "onnxruntime-cuda" : "onnxruntime-cpu"),
         cpu_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
         cache_memory_(cuda ? Ort::MemoryInfo("Cuda", OrtDeviceAllocator, 0, OrtMemTypeDefault)
@@ -74,9 +74,10 @@ class OnnxRuntimeBackend final : public Backend {
     Ort::SessionOptions options;
     options.SetLogSeverityLevel(3);
     if (threads > 0) options.SetIntraOpNumThreads(threads);
-    // idle pool threads sleep: a spinning one took the core the next tiny decode node needed on a
-    // shared CPU (the Python runtime's OnnxRuntimeBackend, measured there)
-    options.AddConfigEntry("session.intra_op.allow_spinning", "0");
+    // Idle pool threads spin unless told not to (ONNX Runtime's default): faster on an otherwise
+    // idle CPU (tiny-llava fused decode 0.24 vs 0.31 ms/token), slower on one shared with other
+    // busy processes (LoadOptions::spinning, --no-spinning).
+    if (!spinning) options.AddConfigEntry("session.intra_op.allow_spinning", "0");
     // weight-only quantization as the bundle declares it (the Python runtime's weight_only_config)
     if (manifest.weights_format == "int4") options.AddConfigEntry("session.qdq_matmulnbits_accuracy_level", "0");
     if (manifest.weights_format == "int8") options.AddConfigEntry("session.disable_quant_qdq", "1");
@@ -96,6 +97,11 @@ class OnnxRuntimeBackend final : public Backend {
     if (fused != manifest.onnxruntime_graphs.end() && fused->second.kv_cache == "shared-buffer") {
       shared_ = true;
       max_length_ = fused->second.kv_cache_max_length;
+      const TensorSpec& logits = fused->second.outputs.at(0);  // [1, 1, vocab]: the shared graph's last position only
+      logits_shape_ = logits.shape;
+      logits_type_ = element_type(logits.dtype);
+      if (std::any_of(logits_shape_.begin(), logits_shape_.end(), [](int64_t d) { return d < 0; }))
+        throw Error("bundle " + bundle + ": the fused decoder graph's logits have no fixed shape", "Re-export the bundle.");
     }
     if (manifest.graphs.count("prefill")) prefill_ = open(bundle, manifest.graphs.at("prefill").file, options);
 
@@ -158,6 +164,7 @@ class OnnxRuntimeBackend final : public Backend {
   }
 
   std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) override {
+    if (shared_ && tokens == 1) return decode_step(embeds, first_position);
     std::vector<int64_t> positions(tokens);
     for (int64_t i = 0; i < tokens; ++i) positions[i] = first_position + i;
     std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens}, positions_shape{1, tokens};
@@ -213,8 +220,11 @@ class OnnxRuntimeBackend final : public Backend {
     cache_.clear();
     for (size_t i = 0; i < past_names_.size(); ++i)
       cache_.push_back(Ort::Value::CreateTensor(*cache_allocator_, shape.data(), shape.size(), kv_type_));
+    // the logits into one buffer bound once: no allocation and no output fetch per token
+    Ort::AllocatorWithDefaultOptions host;
+    logits_ = Ort::Value::CreateTensor(host, logits_shape_.data(), logits_shape_.size(), logits_type_);
     shared_binding_ = std::make_unique<Ort::IoBinding>(*decoder_);
-    shared_binding_->BindOutput(decoder_outputs_[0].c_str(), cpu_);  // first: GetOutputValues keeps the binding order
+    shared_binding_->BindOutput(decoder_outputs_[0].c_str(), logits_);
     for (size_t i = 0; i < past_names_.size(); ++i) {
       shared_binding_->BindInput(past_names_[i].c_str(), cache_[i]);
       shared_binding_->BindOutput(decoder_outputs_[1 + i].c_str(), cache_[i]);
@@ -241,8 +251,50 @@ class OnnxRuntimeBackend final : public Backend {
       throw Error(std::string("ONNX Runtime failed running the decoder graph: ") + first_line(err.what()));
     }
     length_ = total;
-    std::vector<Ort::Value> outputs = shared_binding_->GetOutputValues();
-    return last_logits(outputs[0]);
+    step_bound_ = false;  // this call's inputs are bound now, not the one-token step's
+    return last_logits(logits_);
+  }
+
+  // One token on the shared cache: its inputs live in this object's buffers, bound once and
+  // rewritten in place each step (a decode step of a small model is ~60 tiny nodes, so per-step
+  // allocation and binding would be a visible share of it).
+  std::vector<float> decode_step(const std::vector<float>& embeds, int64_t position) {
+    if (length_ + 1 > max_length_)
+      throw Error(std::to_string(length_ + 1) + " positions do not fit the " + std::to_string(max_length_) + "-position KV cache",
+                  "Shorten the prompt or generate fewer tokens.");
+    if (!step_bound_) bind_step(static_cast<int64_t>(embeds.size()));
+    if (embeds_type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)
+      std::transform(embeds.begin(), embeds.end(), step_half_.begin(), float_to_half);
+    else
+      std::copy(embeds.begin(), embeds.end(), step_embeds_.begin());
+    step_position_ = position;
+    step_total_ = static_cast<int32_t>(length_ + 1);
+    step_seqlens_ = step_total_ - 1;  // GroupQueryAttention: the valid length after this step minus one
+    try {
+      decoder_->Run(Ort::RunOptions{nullptr}, *shared_binding_);
+    } catch (const Ort::Exception& err) {
+      throw Error(std::string("ONNX Runtime failed running the decoder graph: ") + first_line(err.what()));
+    }
+    length_ = step_total_;
+    return last_logits(logits_);
+  }
+
+  void bind_step(int64_t hidden) {
+    std::vector<int64_t> embeds_shape{1, 1, hidden}, position_shape{1, 1}, one{1};
+    step_values_.clear();
+    if (embeds_type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+      step_half_.assign(hidden, 0);
+      step_values_.push_back(Ort::Value::CreateTensor(cpu_, step_half_.data(), hidden * 2, embeds_shape.data(), 3, embeds_type_));
+    } else {
+      step_embeds_.assign(hidden, 0.0f);
+      step_values_.push_back(Ort::Value::CreateTensor<float>(cpu_, step_embeds_.data(), hidden, embeds_shape.data(), 3));
+    }
+    step_values_.push_back(Ort::Value::CreateTensor<int64_t>(cpu_, &step_position_, 1, position_shape.data(), 2));
+    step_values_.push_back(Ort::Value::CreateTensor<int32_t>(cpu_, &step_seqlens_, 1, one.data(), 1));
+    step_values_.push_back(Ort::Value::CreateTensor<int32_t>(cpu_, &step_total_, 1, nullptr, 0));
+    const char* names[] = {"inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length"};
+    for (size_t i = 0; i < step_values_.size(); ++i) shared_binding_->BindInput(names[i], step_values_[i]);
+    step_bound_ = true;
   }
 
   std::unique_ptr<Ort::Session> open(const std::string& bundle, const std::string& relative, const Ort::SessionOptions& options) {
@@ -281,6 +333,16 @@ class OnnxRuntimeBackend final : public Backend {
   std::vector<int64_t> kv_shape_;
   std::unique_ptr<Ort::Allocator> cache_allocator_;  // before cache_: it outlives the buffers it made
   std::vector<Ort::Value> cache_;
+  // the shared-cache graph's one-token step: buffers bound once, rewritten in place
+  Ort::Value logits_{nullptr};
+  std::vector<int64_t> logits_shape_;
+  ONNXTensorElementDataType logits_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  std::vector<Ort::Value> step_values_;
+  std::vector<float> step_embeds_;
+  std::vector<uint16_t> step_half_;
+  int64_t step_position_ = 0;
+  int32_t step_seqlens_ = 0, step_total_ = 0;
+  bool step_bound_ = false;
   bool shared_ = false;  // the decoder's cache is shared buffers (see the top of this file)
   int64_t max_length_ = 0, length_ = 0;
   std::unique_ptr<Ort::IoBinding> shared_binding_;
@@ -289,9 +351,10 @@ class OnnxRuntimeBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& bundle, const Manifest& manifest, int threads,
-                                      const std::string& profile) {
-  if (name == "onnxruntime" || name == "onnxruntime-cpu") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, false, threads);
-  if (name == "onnxruntime-cuda") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, true, threads);
+                                      const std::string& profile, bool spinning) {
+  if (name == "onnxruntime" || name == "onnxruntime-cpu")
+    return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, false, threads, spinning);
+  if (name == "onnxruntime-cuda") return std::make_unique<OnnxRuntimeBackend>(bundle, manifest, true, threads, spinning);
   if (name == "tensorrt") {
 #ifdef EDGECOMPRESS_WITH_TENSORRT
     return make_tensorrt_backend(bundle, manifest, profile);

@@ -223,7 +223,7 @@ Pipeline Pipeline::load(const std::string& bundle, const LoadOptions& options) {
     throw Error("bundle " + bundle +
                     " has no tokenizer (it was exported with --random-weights from a checkpoint whose tokenizer is not available offline)",
                 "Export from a local checkpoint folder, or a built-in recipe such as tiny-llava.");
-  auto backend = make_backend(options.backend, bundle, manifest, options.threads, options.profile);
+  auto backend = make_backend(options.backend, bundle, manifest, options.threads, options.profile, options.spinning);
   std::string tokenizer_path = inside(bundle, *manifest.tokenizer_file);
   Tokenizer tokenizer = [&] {
     try {

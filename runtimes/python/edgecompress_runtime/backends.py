@@ -82,7 +82,8 @@ class OnnxRuntimeBackend:
     the manifest) where it has one, unless ``fused`` is False; else the standard graph. Both take
     and return the same tensors."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0, fused: bool = True):
+    def __init__(self, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int = 0, fused: bool = True,
+                 spinning: bool = True):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -99,11 +100,13 @@ class OnnxRuntimeBackend:
             options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads = threads
-        # Idle pool threads sleep instead of spinning: one decode step is ~60 tiny nodes, and a
-        # spinning thread on a shared CPU (2 cores, another process busy) took the core the next
-        # node needed: tiny-llava decode 1.7 -> 1.2 ms/token median with spinning off, measured
-        # under load (benchmarks/genai_compare.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Idle pool threads spin by default (ONNX Runtime's default): on an otherwise idle CPU a
+        # decode step of ~60 tiny nodes is faster with them awake (C++ runtime, tiny-llava fused:
+        # 0.24 vs 0.31 ms/token, prefill 4.0 vs 5.9 ms). On a CPU shared with other busy processes
+        # a spinning thread takes the core the next node needs (1.7 vs 1.2 ms/token under load):
+        # spinning=False there.
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = f"onnxruntime-{device}"
         self.extends_cache = True
         graphs = manifest.graphs
@@ -209,11 +212,12 @@ class OnnxRuntimeBackend:
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
-def make_backend(name: str, bundle: Path, manifest: Manifest, threads: int = 0, profile: str | None = None) -> Backend:
+def make_backend(name: str, bundle: Path, manifest: Manifest, threads: int = 0, profile: str | None = None,
+                 spinning: bool = True) -> Backend:
     if name in ("onnxruntime", "onnxruntime-cpu"):
-        return OnnxRuntimeBackend(bundle, manifest, "cpu", threads)
+        return OnnxRuntimeBackend(bundle, manifest, "cpu", threads, spinning=spinning)
     if name == "onnxruntime-cuda":
-        return OnnxRuntimeBackend(bundle, manifest, "cuda", threads)
+        return OnnxRuntimeBackend(bundle, manifest, "cuda", threads, spinning=spinning)
     if name == "tensorrt":  # tensorrt or tensorrt_rtx, whichever built the engines
         from edgecompress_runtime.tensorrt_backend import TensorRTBackend
 

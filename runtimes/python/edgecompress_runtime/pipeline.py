@@ -106,13 +106,15 @@ class Pipeline:
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
-             check_hashes: bool = True, fast_preprocess: bool = False) -> "Pipeline":
+             check_hashes: bool = True, fast_preprocess: bool = False, spinning: bool = True) -> "Pipeline":
         """Open a bundle (schema and sha256 checked first) on a backend: onnxruntime (CPU),
         onnxruntime-cuda, or tensorrt (the engines built for ``profile``). ``fast_preprocess``:
-        the reduced-work image path (``preprocess(fast=True)``; LLaVA-1.5 bundles)."""
+        the reduced-work image path (``preprocess(fast=True)``; LLaVA-1.5 bundles). ``spinning``:
+        ONNX Runtime's idle threads spin (faster on a dedicated CPU); False on one shared with
+        other busy processes."""
         bundle = Path(bundle)
         manifest = open_bundle(bundle, check_hashes=check_hashes)
-        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads, profile), fast_preprocess)
+        return cls(bundle, manifest, make_backend(backend, bundle, manifest, threads, profile, spinning), fast_preprocess)
 
     # -- prompt ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:

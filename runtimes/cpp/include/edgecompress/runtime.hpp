@@ -26,6 +26,7 @@ struct LoadOptions {
   int threads = 0;                      // ONNX Runtime intra-op threads; 0: its default
   bool check_hashes = true;             // sha256 of every bundle file before loading
   std::string profile;                  // tensorrt: whose engines (edgecompress build --profile); empty: the only one
+  bool spinning = true;                 // ONNX Runtime's idle threads spin (faster on a dedicated CPU; false on a shared one)
 };
 
 struct GenerateOptions {
