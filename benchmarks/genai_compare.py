@@ -73,10 +73,11 @@ def ours(pipe, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]
 CPP_TOOL = Path(__file__).resolve().parents[1] / "runtimes" / "cpp" / "build" / "decode_bench"
 
 
-def cpp(bundle: Path, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+def cpp(bundle: Path, ids: list[int], new_tokens: int, spinning: bool = True) -> tuple[float, float, list[int]]:
     """The C++ runtime's loop (runtimes/cpp, tests/tools/decode_bench.cpp: its own warm-up, then one
     timed run; loading is not timed), the same ids, end-of-sequence masked."""
-    done = subprocess.run([str(CPP_TOOL), str(bundle), ",".join(map(str, ids)), str(new_tokens)],
+    done = subprocess.run([str(CPP_TOOL), str(bundle), ",".join(map(str, ids)), str(new_tokens)]
+                          + ([] if spinning else ["no-spinning"]),
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout)
     return result["prefill_ms"] / 1e3, result["decode_ms_per_token"] / 1e3, result["tokens"]
@@ -105,6 +106,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--before", type=Path, help="another export of the same weights whose fused decoder graph "
                         "is measured too (an older edgecompress's, for a before/after table)")
+    parser.add_argument("--no-spinning", action="store_true", help="ONNX Runtime's idle threads sleep in "
+                        "edgecompress's sessions (Python and C++); genai keeps its own settings")
     args = parser.parse_args()
     try:
         import onnxruntime_genai as og
@@ -118,13 +121,15 @@ def main() -> int:
     from edgecompress_runtime.bundle import open_bundle
 
     manifest = open_bundle(args.bundle)
-    pipes = {"edgecompress, standard graph": Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False))}
+    pipes = {"edgecompress, standard graph": Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False,
+                                                                                          spinning=not args.no_spinning))}
     if "decoder" in manifest.onnxruntime_graphs:
-        pipes["edgecompress, fused graph"] = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest))
+        pipes["edgecompress, fused graph"] = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest,
+                                                                                               spinning=not args.no_spinning))
     if args.before is not None:
         before = open_bundle(args.before)
-        pipes[f"edgecompress, fused graph of {args.before.name}"] = Pipeline(args.before, before,
-                                                                            OnnxRuntimeBackend(args.before, before))
+        backend = OnnxRuntimeBackend(args.before, before, spinning=not args.no_spinning)
+        pipes[f"edgecompress, fused graph of {args.before.name}"] = Pipeline(args.before, before, backend)
     pipe = next(iter(pipes.values()))
     vocab = pipe.embed_table.shape[0]
     ids = [int(i) for i in np.random.default_rng(0).integers(4, vocab, args.prompt_tokens)]
@@ -143,7 +148,7 @@ def main() -> int:
             for name, runner in pipes.items():
                 results[name].append(ours(runner, ids, args.new_tokens))
             if with_cpp:
-                results["edgecompress C++ runtime"].append(cpp(args.bundle, ids, args.new_tokens))
+                results["edgecompress C++ runtime"].append(cpp(args.bundle, ids, args.new_tokens, not args.no_spinning))
             results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
     print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "

@@ -5,21 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "edgecompress/error.hpp"
 #include "edgecompress/image.hpp"
 #include "exif.hpp"
 #include "image_decode.hpp"
 
 namespace ec = edgecompress;
-
-static int failures = 0;
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                     \
-    }                                                                 \
-  } while (0)
 
 static std::string error_of(const std::string& path) {
   try {
@@ -133,6 +125,6 @@ int main() {
   test_alpha_onto_white();
   test_select_best_resolution();
   test_anyres_layout();
-  if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
-  return failures ? 1 : 0;
+  if (failures()) std::fprintf(stderr, "%d check(s) failed\n", failures());
+  return failures() ? 1 : 0;
 }

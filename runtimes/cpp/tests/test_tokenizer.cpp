@@ -6,21 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "edgecompress/error.hpp"
 #include "edgecompress/tokenizer.hpp"
 #include "unicode.hpp"
 
 namespace {
-
-int failures = 0;
-
-#define CHECK(condition)                                                 \
-  do {                                                                   \
-    if (!(condition)) {                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                        \
-    }                                                                    \
-  } while (0)
 
 using edgecompress::Tokenizer;
 using Ids = std::vector<int64_t>;
@@ -157,6 +148,6 @@ int main() {
   lossy_utf8();
   llama_style();
   refusals();
-  if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
-  return failures ? 1 : 0;
+  if (failures()) std::fprintf(stderr, "%d check(s) failed\n", failures());
+  return failures() ? 1 : 0;
 }

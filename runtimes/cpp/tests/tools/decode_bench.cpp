@@ -1,4 +1,4 @@
-// decode_bench BUNDLE IDS NEW_TOKENS: the C++ runtime's language-model loop on given prompt ids
+// decode_bench BUNDLE IDS NEW_TOKENS [no-spinning]: the C++ runtime's language-model loop on given prompt ids
 // (comma-separated), for benchmarks/genai_compare.py: one warm-up, then one timed greedy run with
 // end-of-sequence masked (as genai's min_length does). Prints one JSON line: prefill_ms,
 // decode_ms_per_token, tokens. Bundle loading is not timed.
@@ -51,8 +51,9 @@ Run run(Backend& backend, const NpyArray& table, const std::vector<int64_t>& ids
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::cerr << "usage: decode_bench BUNDLE IDS NEW_TOKENS\n";
+  bool spinning = argc == 4;
+  if (argc != 4 && !(argc == 5 && std::string(argv[4]) == "no-spinning")) {
+    std::cerr << "usage: decode_bench BUNDLE IDS NEW_TOKENS [no-spinning]\n";
     return 2;
   }
   try {
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
     for (std::string item; std::getline(list, item, ',');) ids.push_back(std::stoll(item));
     int new_tokens = std::stoi(argv[3]);
     Manifest manifest = open_bundle(bundle);
-    auto backend = make_backend("onnxruntime", bundle, manifest, 0);
+    auto backend = make_backend("onnxruntime", bundle, manifest, 0, "", spinning);
     NpyArray table = NpyArray::open(inside(bundle, *manifest.embeddings_file));
     run(*backend, table, ids, new_tokens, manifest.eos_token_ids);  // warm-up
     Run result = run(*backend, table, ids, new_tokens, manifest.eos_token_ids);
