@@ -134,8 +134,9 @@ def export_bundle(
                                 "so its vision graph alone keeps every token",
                                 hint="Drop --vision-only, or use --method none for the unpruned vision graph.")
     quant = resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only)
-    check_decoder_ops(decoder_ops, chosen, vision_only)
-    check_pixel_input(pixel_input, spec.recipe.family if spec.recipe else None)
+    family = spec.recipe.family if spec.recipe else None
+    check_decoder_ops(decoder_ops, chosen, vision_only, family)
+    check_pixel_input(pixel_input, family)
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
@@ -158,8 +159,11 @@ def export_bundle(
         plan = adapter.plan_vision(chosen, budget, precision)
     k, resolved = plan.k, plan.budget
     exported = plan  # what the vision graph is exported from; quantization calibrates with the float plan
+    check_decoder_ops(decoder_ops, chosen, vision_only, adapter.family)  # a checkpoint folder's family is known only now
+    if quant is not None and adapter.family == "qwen2.5-vl":
+        resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only, adapter.family)
     if pixel_input == "uint8":
-        check_pixel_input(pixel_input, adapter.family)  # a checkpoint folder's family is known only now
+        check_pixel_input(pixel_input, adapter.family)
         from edgecompress.models.pixel_input import uint8_vision_plan
 
         exported = uint8_vision_plan(plan, adapter.preprocess)
@@ -235,7 +239,7 @@ LOGIT_COSINE = {"int8": 0.999, "int4": 0.98}
 
 
 def resolve_weights(spec: ModelSpec, weights: str | None, group_size: int | None, algorithm: str,
-                    calibration, method, vision_only: bool):
+                    calibration, method, vision_only: bool, family: str | None = None):
     """The quantized weight format asked for, checked before anything loads; None for float weights."""
     from edgecompress.engine.memory import WEIGHT_FORMATS as FORMATS
     from edgecompress.quantize import Quantization
@@ -254,6 +258,10 @@ def resolve_weights(spec: ModelSpec, weights: str | None, group_size: int | None
     if spec.recipe is not None and spec.recipe.family == "llava-next":
         raise EdgeCompressError(f"--weights {weights} on LLaVA-NeXT is not supported yet (its calibration would need "
                                 "the runtime's anyres packing)", hint="Quantize a LLaVA-1.5 model, or use float weights.")
+    if (family or (spec.recipe.family if spec.recipe else None)) == "qwen2.5-vl":
+        raise EdgeCompressError(f"--weights {weights} on Qwen2.5-VL is not supported yet (its calibration would need "
+                                "the mRoPE positions)", hint="Export it with float weights; `plan --weights int4` "
+                                "still sizes an int4 model for a device.")
     if method.stage == "decoder":
         raise EdgeCompressError(f"--weights {weights} with --method {method.name}: quantizing the prefill graph of a "
                                 "method that prunes inside the language model is not supported yet",
@@ -363,6 +371,10 @@ def check_pixel_input(pixel_input: str, family: str | None) -> None:
         raise EdgeCompressError("--pixel-input uint8 is for LLaVA-1.5 bundles: a LLaVA-NeXT vision graph takes "
                                 "several resized tiles padded into fixed slots, which the runtime still normalises",
                                 hint="Export LLaVA-NeXT without --pixel-input (float pixels).")
+    if pixel_input == "uint8" and family == "qwen2.5-vl":
+        raise EdgeCompressError("--pixel-input uint8 is for LLaVA-1.5 bundles: a Qwen2.5-VL vision graph takes patch "
+                                "rows, which the runtime cuts from the normalised image",
+                                hint="Export Qwen2.5-VL without --pixel-input (float pixels).")
 
 
 DECODER_OPS = ("standard", "onnxruntime")
@@ -372,11 +384,15 @@ DECODER_OPS = ("standard", "onnxruntime")
 FUSED_LOGIT_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 
 
-def check_decoder_ops(decoder_ops: str, method, vision_only: bool) -> None:
+def check_decoder_ops(decoder_ops: str, method, vision_only: bool, family: str | None = None) -> None:
     if decoder_ops not in DECODER_OPS:
         raise EdgeCompressError(f"unknown --decoder-ops {decoder_ops!r}", hint=f"Use one of: {', '.join(DECODER_OPS)}.")
     if decoder_ops == "onnxruntime" and vision_only:
         raise EdgeCompressError("--decoder-ops onnxruntime with --vision-only: there is no decoder graph to fuse")
+    if decoder_ops == "onnxruntime" and family == "qwen2.5-vl":
+        raise EdgeCompressError("--decoder-ops onnxruntime is not available for Qwen2.5-VL: ONNX Runtime's "
+                                "GroupQueryAttention rotates by one position per token, and mRoPE needs three",
+                                hint="Export without --decoder-ops (the standard graph runs on ONNX Runtime).")
     if decoder_ops == "onnxruntime" and method.stage == "decoder":
         raise EdgeCompressError(f"--decoder-ops onnxruntime with --method {method.name}: the fused decoder graph is "
                                 "made for methods that prune before the language model",

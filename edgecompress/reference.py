@@ -67,13 +67,42 @@ def pruned_generate(model, processor, vision_module, image, prompt: str, max_new
         score_fn = getattr(vision_module, "selection_scores", None)
         scores = score_fn(*inputs) if score_fn is not None else None
         embeds = torch.cat([embed(ids[None, :at]), image_embeds.to(embed.weight.dtype), embed(ids[None, at + 1 :])], dim=1)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
-        prefill = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float()
-        out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
+        if model.config.model_type == "qwen2_5_vl":
+            prefill, generated = mrope_greedy(model, embeds, at, kept[0], len(ids) - at - 1, max_new_tokens)
+        else:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+            prefill = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float()
+            generated = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       do_sample=False)[0].tolist()
     check = getattr(vision_module, "accepts_selection", None)
     accepts = None if check is None else (lambda other, band: check(*inputs, other, band))
-    return ReferenceOutput(_strip_eos(out[0].tolist(), _eos(model)), prefill, kept[0].tolist(),
+    return ReferenceOutput(_strip_eos(generated, _eos(model)), prefill, kept[0].tolist(),
                            None if scores is None else scores[0].tolist(), accepts)
+
+
+def mrope_greedy(model, embeds, before: int, kept, after: int, max_new_tokens: int):
+    """Qwen2.5-VL on prompt embeddings whose image tokens are ``kept`` (merged grid indices): the
+    mRoPE positions of the kept tokens (their places on the unpruned grid; text after the image
+    where the unpruned layout puts it), then greedy steps at (p, p, p). (prefill logits, tokens)."""
+    from edgecompress.models.qwen2_5_vl import mrope_positions
+
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size // model.config.vision_config.spatial_merge_size
+    positions = mrope_positions(before, kept, (side, side), after)
+    out = model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
+    prefill, past = out.logits[0, -1].float(), out.past_key_values
+    nxt = int(positions.max()) + 1
+    generated: list[int] = []
+    eos = _eos(model)
+    while len(generated) < max_new_tokens:
+        token = int(torch.argmax(out.logits[0, -1]))
+        generated.append(token)
+        if token in eos or len(generated) == max_new_tokens:
+            break
+        step = torch.full((3, 1, 1), nxt + len(generated) - 1, dtype=torch.int64)
+        out = model(inputs_embeds=model.get_input_embeddings()(torch.tensor([[token]])), position_ids=step,
+                    past_key_values=past, use_cache=True)
+        past = out.past_key_values
+    return prefill, generated
 
 
 def decoder_pruned_generate(model, processor, vision_module, prefill_module, decoder_module, image, prompt: str,
@@ -115,6 +144,8 @@ def vision_inputs(model, processor, image) -> tuple[torch.Tensor, ...]:
     slots to 1 + max_tiles, the index of transformers' grid in the pinpoints, and the tile mask
     obtained by running transformers' ``unpad_image`` over a canvas of token positions.
     """
+    if model.config.model_type == "qwen2_5_vl":  # the fixed grid's patch rows (QwenProcessor)
+        return (processor.images(image)["pixel_values"],)
     out = processor.image_processor(image, return_tensors="pt")
     pixel_values = out["pixel_values"]
     if model.config.model_type != "llava_next":

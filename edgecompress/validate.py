@@ -85,8 +85,6 @@ class TorchPipelines:
     """The bundle's checkpoint in PyTorch, pruned as the bundle is and unpruned."""
 
     def __init__(self, manifest: Manifest):
-        from transformers import AutoProcessor
-
         from edgecompress.graph.spec import torch_dtype
 
         from edgecompress.models.loading import load_model
@@ -99,7 +97,7 @@ class TorchPipelines:
         self.adapter = load_model(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights)
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
-        self.processor = AutoProcessor.from_pretrained(self.adapter.text_source)
+        self.processor = self.adapter.load_processor()
         method = get_method(manifest.method)
         # The pruned PyTorch module the bundle was exported from (same method and budget). An
         # unpruned LLaVA-NeXT bundle packs tokens as transformers does: its pruned pipeline is

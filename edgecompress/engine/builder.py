@@ -79,11 +79,12 @@ def optimization_profiles(manifest: Manifest, profile: Profile) -> dict[str, lis
     prefill_opt = min(k + 32, prefill_max)
     hidden, kv = lm.hidden_size, (1, lm.num_kv_heads)
     dropped = 0 if pruning is None else pruning.image_tokens - pruning.kept_image_tokens
+    rows = manifest.graphs["decoder"].input("position_ids").shape[:-1]  # (1,), or (3, 1) with mRoPE
 
     def profile_for(seq: tuple[int, int, int], past: tuple[int, int, int]) -> dict[str, Any]:
         entry = {
             "inputs_embeds": tuple((1, s, hidden) for s in seq),
-            "position_ids": tuple((1, s) for s in seq),
+            "position_ids": tuple((*rows, s) for s in seq),
         }
         for i in range(lm.num_layers):
             pruned = pruning is not None and i >= pruning.layer

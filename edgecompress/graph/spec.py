@@ -63,7 +63,7 @@ def past_axis(layer: int, pruned_from: int | None) -> str:
 
 def decoder_spec(
     num_layers: int, num_kv_heads: int, head_dim: int, hidden_size: int, vocab_size: int, precision: str,
-    pruned_from: int | None = None,
+    pruned_from: int | None = None, position_rows: int = 0,
 ) -> GraphSpec:
     """The language model as one graph for prefill and decode.
 
@@ -75,6 +75,9 @@ def decoder_spec(
     With ``pruned_from`` = L (a decoder-stage method such as FastV), the caches of layers >= L
     have their own length axis, ``past_pruned``: the prefill graph (:func:`prefill_spec`) left
     fewer tokens there. This graph then serves the decode steps only.
+
+    ``position_rows`` 3: position ids are [3, 1, S] (mRoPE's temporal, height and width rows,
+    Qwen2.5-VL) instead of [1, S].
     """
     dtype = PRECISION_DTYPES[precision]
     past = [
@@ -87,13 +90,14 @@ def decoder_spec(
         for i in range(num_layers)
         for kind in ("key", "value")
     ]
-    dynamic = {"inputs_embeds": {1: "sequence"}, "position_ids": {1: "sequence"}}
+    positions = (position_rows, 1, "sequence") if position_rows else (1, "sequence")
+    dynamic = {"inputs_embeds": {1: "sequence"}, "position_ids": {len(positions) - 1: "sequence"}}
     dynamic.update({t.name: {2: t.shape[2]} for t in past})
     return GraphSpec(
         name="decoder",
         inputs=(
             TensorSpec("inputs_embeds", (1, "sequence", hidden_size), dtype),
-            TensorSpec("position_ids", (1, "sequence"), "int64"),
+            TensorSpec("position_ids", positions, "int64"),
             *past,
         ),
         outputs=(TensorSpec("logits", (1, 1, vocab_size), "float32"), *present),

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 STAGES = ("vision", "tower", "decoder")
 # decoder_attention: the last prompt token's attention row in the decoder layer before the one a
 # decoder-stage method prunes at (fp32, per head)
-NEEDS = ("cls_attention", "layer_attention", "keys", "features", "decoder_attention")
+# received_attention: the attention each image token receives, averaged over queries (for towers
+# with no CLS token: Qwen2.5-VL)
+NEEDS = ("cls_attention", "layer_attention", "keys", "features", "decoder_attention", "received_attention")
 ENTRY_POINT_GROUP = "edgecompress.methods"
 
 
@@ -53,7 +55,9 @@ class VisionInputs(NamedTuple):
     - ``layer_attention`` {layer: [B,H,N]} fp32: the CLS attention of each encoder layer the
       method's ``attention_layers`` names (layer indices counted from 0; the feature layer is
       the last one run);
-    - ``keys`` [B,H,1+N,d] fp32: the feature layer's attention keys, CLS first.
+    - ``keys`` [B,H,1+N,d] fp32: the feature layer's attention keys, CLS first;
+    - ``received_attention`` [B,H,N] fp32: the attention each token receives at a full-attention
+      block, averaged over every query (a tower with no CLS token; the family says which block).
     """
 
     features: "torch.Tensor | None"
@@ -63,6 +67,7 @@ class VisionInputs(NamedTuple):
     layer_attention: "dict[int, torch.Tensor] | None" = None
     keys: "torch.Tensor | None" = None
     sources: "torch.Tensor | None" = None  # [B,N'] the patch each token stands for, after a tower-stage merge
+    received_attention: "torch.Tensor | None" = None
 
 
 class DecoderInputs(NamedTuple):
@@ -145,7 +150,7 @@ class Method:
             raise EdgeCompressError(f"method {self.name!r}: a {self.stage}-stage method cannot need "
                                     f"{', '.join(self.needs)}",
                                     hint="Inside the language model a method reads decoder_attention; "
-                                         "on the vision side: cls_attention, layer_attention, keys, features.")
+                                         "on the vision side: cls_attention, layer_attention, keys, features, received_attention.")
         if ("layer_attention" in self.needs) != (self.attention_layers is not _no_layers):
             raise EdgeCompressError(f"method {self.name!r}: `layer_attention` in needs and `attention_layers` go together")
 

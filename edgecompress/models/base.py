@@ -43,6 +43,25 @@ class FamilyAdapter:
 
     family = "?"  # the name in edgecompress.families.FAMILIES
 
+    # -- loading: where the family's parts live in transformers' model ------------------------
+    @classmethod
+    def parts(cls, model) -> tuple[Any, Any]:
+        """(vision tower, projector) of a loaded *ForConditionalGeneration."""
+        return model.model.vision_tower, model.model.multi_modal_projector
+
+    @classmethod
+    def build_vision(cls, config) -> tuple[Any, Any]:
+        """(vision tower, projector) alone, seeded random (``--vision-only --random-weights``)."""
+        from transformers import CLIPVisionModel
+        from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+        return CLIPVisionModel(config.vision_config), LlavaMultiModalProjector(config)  # LLaVA-NeXT's has the same layers
+
+    @classmethod
+    def prepare(cls, config, preprocess: dict[str, Any], recipe_preprocess: dict[str, Any]) -> dict[str, Any]:
+        """The preprocessing record of a loaded model (and any config fact the family derives from it)."""
+        return preprocess
+
     # -- the vision side: each family's own ----------------------------------------------
     def plan_vision(self, method, budget: str, precision: str) -> VisionPlan:
         raise NotImplementedError
@@ -176,6 +195,12 @@ class FamilyAdapter:
             raise EdgeCompressError(f"{self.text_source} has no fast tokenizer (tokenizer.json) for the runtime")
         tokenizer.backend_tokenizer.save(str(Path(folder) / "tokenizer.json"))
         return "tokenizer.json"
+
+    def load_processor(self):
+        """transformers' processor of the checkpoint (the PyTorch reference pipelines use it)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(self.text_source)
 
     def chat_prompt_template(self) -> str:
         """The checkpoint's chat template rendered for one user turn, with {prompt} for the text.

@@ -19,7 +19,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.graph.spec import PRECISION_DTYPES, GraphSpec, TensorSpec, VisionPlan
 from edgecompress.methods import Method, VisionInputs
 from edgecompress.models.base import FamilyAdapter
-from edgecompress.selection.attention import cls_attention, layer_keys
+from edgecompress.selection.attention import cls_attention, layer_keys, received_attention
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -157,10 +157,12 @@ class LlavaPrunedVision(nn.Module):
         self.merges = (method.merge_schedule(adapter.num_patches, k, len(self.layers)) if method.stage == "tower"
                        else [0] * len(self.layers))
 
-    def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None, keys: bool = False):
+    def encode(self, pixel_values: torch.Tensor, attention_layers: tuple[int, ...] | None = None, keys: bool = False,
+               received: bool = False):
         """Patch features of the feature layer [B,N,D], the per-head CLS attention [B,H,N] (fp32)
         of each layer in ``attention_layers`` (by default the layers the method reads) as
-        {layer: attention}, with ``keys`` the feature layer's keys [B,H,1+N,d] (fp32), and the
+        {layer: attention}, with ``keys`` the feature layer's keys [B,H,1+N,d] (fp32) (with
+        ``received`` instead the attention each patch receives there [B,H,N], fp32), and the
         patch each feature stands for [B,N] (0..N-1 in order, unless a tower method merged)."""
         last = len(self.layers) - 1
         if attention_layers is None:
@@ -171,7 +173,7 @@ class LlavaPrunedVision(nn.Module):
         size = None
         attns, layer_keys_ = {}, None
         for i, layer in enumerate(self.layers):
-            if i in attention_layers or (keys and i == last):
+            if i in attention_layers or ((keys or received) and i == last):
                 norm, a = layer.layer_norm1, layer.self_attn
                 normed = nn.functional.layer_norm(
                     hidden.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
@@ -183,6 +185,9 @@ class LlavaPrunedVision(nn.Module):
                     )
                 if keys and i == last:
                     layer_keys_ = layer_keys(normed, a.k_proj.weight, a.k_proj.bias, self.num_heads)
+                if received and i == last:
+                    layer_keys_ = received_attention(normed, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight,
+                                                     a.k_proj.bias, self.num_heads)
             if self.method.stage == "tower":
                 hidden, size, sources = self.merging_layer(layer, hidden, size, sources, self.merges[i])
             else:
@@ -209,14 +214,18 @@ class LlavaPrunedVision(nn.Module):
     def method_inputs(self, pixel_values: torch.Tensor) -> VisionInputs:
         """Everything the method declares it needs, for these pixels."""
         needs = self.method.needs
-        features, attns, keys, sources = self.encode(pixel_values, keys="keys" in needs)
+        received = "received_attention" in needs  # (encode returns it in the keys' place; no method reads both)
+        if received and "keys" in needs:
+            raise EdgeCompressError(f"method {self.method.name!r} needs both keys and received_attention, which "
+                                    "LLaVA does not provide together")
+        features, attns, keys, sources = self.encode(pixel_values, keys="keys" in needs, received=received)
         if self.method.after_projector:
             features = self.projector(features)
         last = len(self.layers) - 1
         constants = {name: getattr(self, f"method_{name}") for name, _ in self._constants}
         layers = {i: attns[i] for i in self.method.attention_layers(last)} if "layer_attention" in needs else None
         return VisionInputs(features, attns.get(last) if self.method.needs_cls_attention else None, self.side,
-                            constants, layers, keys, sources)
+                            constants, layers, None if received else keys, sources, keys if received else None)
 
     def selection_scores(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """The per-patch scores the method ranks by [B,N] (fp32), or None for a method that ranks

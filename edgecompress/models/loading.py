@@ -31,15 +31,20 @@ def _preprocess_from_processor_file(folder: Path) -> dict[str, Any] | None:
         data = data.get("image_processor", data)
         if "image_mean" not in data:
             continue
+        common = {
+            "resample": PIL_RESAMPLE.get(data.get("resample", 3), "bicubic"),
+            "rescale_factor": data.get("rescale_factor", 1 / 255),
+            "image_mean": data["image_mean"],
+            "image_std": data["image_std"],
+        }
+        if "merge_size" in data:  # Qwen2-VL's processor: patch rows, the grid fixed by the bundle
+            return {**common, **{key: data[key] for key in ("patch_size", "temporal_patch_size", "merge_size")}}
         size = data.get("size", {})
         crop = data.get("crop_size", {})
         return {
             "resize_shortest_edge": size.get("shortest_edge", size.get("height")),
             "crop_size": crop.get("height", crop) if isinstance(crop, dict) else crop,
-            "resample": PIL_RESAMPLE.get(data.get("resample", 3), "bicubic"),
-            "rescale_factor": data.get("rescale_factor", 1 / 255),
-            "image_mean": data["image_mean"],
-            "image_std": data["image_std"],
+            **common,
         }
     return None
 
@@ -121,10 +126,13 @@ def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -
     model.eval()
     template = recipe.prompt_template if recipe else Recipe.prompt_template
     family = family_of_model_type(model.config.model_type, source.get("location", "the checkpoint")).name
-    return adapter_class(family)(
+    cls = adapter_class(family)
+    preprocess = cls.prepare(model.config, preprocess, recipe.preprocess if recipe else {})
+    vision_tower, projector = cls.parts(model)
+    return cls(
         config=model.config,
-        vision_tower=model.model.vision_tower,
-        projector=model.model.multi_modal_projector,
+        vision_tower=vision_tower,
+        projector=projector,
         preprocess=preprocess,
         prompt_template=template,
         source=source,
@@ -169,23 +177,19 @@ def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: 
     needs). Otherwise the whole model is built directly in ``dtype`` (a 7B model initialised in
     fp32 first would need 28 GB of host memory).
     """
-    from transformers import CLIPVisionModel
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
-
     config_class, model_class = model_classes(family)
     config = config_class(**config_dict)
     torch.manual_seed(seed)
-    if vision_only:  # the LLaVA-NeXT projector has the same two Linear layers
-        vision_tower = CLIPVisionModel(config.vision_config).to(dtype).eval()
-        projector = LlavaMultiModalProjector(config).to(dtype).eval()
-        return config, vision_tower, projector, None
+    if vision_only:
+        vision_tower, projector = adapter_class(family).build_vision(config)
+        return config, vision_tower.to(dtype).eval(), projector.to(dtype).eval(), None
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         model = model_class(config).eval()
     finally:
         torch.set_default_dtype(previous)
-    return config, model.model.vision_tower, model.model.multi_modal_projector, model
+    return (config, *adapter_class(family).parts(model), model)
 
 
 def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False) -> FamilyAdapter:
@@ -217,7 +221,7 @@ def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             config=config,
             vision_tower=tower,
             projector=projector,
-            preprocess=dict(preprocess),
+            preprocess=adapter_class(family).prepare(config, dict(preprocess), recipe.preprocess if recipe else {}),
             prompt_template=recipe.prompt_template if recipe else Recipe.prompt_template,
             source=source,
             model=model,

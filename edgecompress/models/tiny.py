@@ -85,6 +85,70 @@ def build_tokenizer(vocab_size: int, max_length: int = 2048, corpus: list[str] |
     )
 
 
+# Qwen2.5-VL's chat template for one image and text per turn (the published template's
+# behaviour for such messages: a default system turn, the image between vision markers).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# ids 0..6, matching the tiny Qwen recipe's config
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>"]
+# Qwen2's pre-tokenizer split (tokenizer.json of Qwen2 / Qwen2.5 checkpoints)
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def build_qwen_tokenizer(vocab_size: int, max_length: int):
+    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and special tokens, trained on the
+    fixed corpus in Qwen's chat format; no BOS (as Qwen adds none)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    corpus = [line.replace("USER: ", "<|im_start|>user\n").replace(" ASSISTANT: ", "<|im_end|>\n<|im_start|>assistant\n")
+              for line in _corpus()]
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        model_max_length=max_length,
+        padding_side="left",
+    )
+
+
+def build_qwen_image_processor(recipe: Recipe):
+    """Qwen's image processor (the PIL one: torchvision is absent) with the recipe's patch sizes;
+    pixel bounds as Qwen2.5-VL ships them, so transformers resizes an image as the model's own
+    processor would. Saved beside the tokenizer (which carries the chat template) rather than as a
+    Qwen2_5_VLProcessor: that class insists on a video processor, which needs torchvision."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    pre = recipe.preprocess
+    return Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280},
+        patch_size=pre["patch_size"], temporal_patch_size=pre["temporal_patch_size"], merge_size=pre["merge_size"],
+        image_mean=pre["image_mean"], image_std=pre["image_std"], rescale_factor=pre["rescale_factor"], resample=3,
+    )
+
+
 def build_processor(recipe: Recipe, tokenizer):
     from transformers import CLIPImageProcessorPil, LlavaNextImageProcessorPil, LlavaNextProcessor, LlavaProcessor
 
@@ -118,6 +182,15 @@ def build_processor(recipe: Recipe, tokenizer):
 
 def build_model(recipe: Recipe):
     import torch
+
+    if recipe.family == "qwen2.5-vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        torch.manual_seed(recipe.seed)
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**recipe.config))
+        # the seeded generation config carries the chat's end-of-turn (Qwen's <|im_end|>)
+        model.generation_config.eos_token_id = [QWEN_SPECIAL_TOKENS.index("<|im_end|>")]
+        return model.eval()
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration
 
     if recipe.family == "llava-next":
@@ -162,6 +235,12 @@ def _build_atomically(folder: Path, marker: str, write) -> Path:
 
 def _write_text_assets(recipe: Recipe, folder: Path) -> None:
     text = recipe.config["text_config"]
+    if recipe.family == "qwen2.5-vl":
+        tokenizer = build_qwen_tokenizer(text["vocab_size"], text.get("max_position_embeddings", 2048))
+        tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+        tokenizer.save_pretrained(folder)
+        build_qwen_image_processor(recipe).save_pretrained(folder)
+        return
     tokenizer = build_tokenizer(text["vocab_size"], text.get("max_position_embeddings", 2048))
     build_processor(recipe, tokenizer).save_pretrained(folder)
 

@@ -47,3 +47,24 @@ def cls_attention(
         logits = logits + bias.float()[:, None, None, :]
     probs = torch.softmax(logits, dim=-1)
     return probs[:, :, 0, 1:]
+
+
+def received_attention(
+    normed: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    k_weight: torch.Tensor,
+    k_bias: torch.Tensor | None,
+    num_heads: int,
+) -> torch.Tensor:
+    """Per-head attention each patch receives, averaged over every query (CLS included), in fp32:
+    softmax(q k^T / sqrt(d_head)) [B, H, 1 + N, 1 + N] -> mean over queries -> columns 1..N, [B, H, N].
+    The score a tower with no CLS token ranks by (method ``received``), here for a CLIP layer."""
+    x = normed.float()
+    batch, tokens, dim = x.shape
+    head_dim = dim // num_heads
+    q = F.linear(x, q_weight.float(), None if q_bias is None else q_bias.float())
+    q = q.view(batch, tokens, num_heads, head_dim).transpose(1, 2)
+    k = layer_keys(x, k_weight, k_bias, num_heads)
+    probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5), dim=-1)
+    return probs.mean(dim=2)[:, :, 1:]

@@ -157,6 +157,9 @@ class Manifest:
     # The text of a later user turn, with {prompt}, as the chat template renders it after the
     # previous answer (e.g. "</s>USER: {prompt} ASSISTANT:"); None: the bundle cannot take follow-ups.
     follow_up_template: str | None = None
+    # How the language model numbers the prompt: None (0, 1, 2, ...) or {"kind": "mrope", "grid":
+    # [rows, cols]} (Qwen2.5-VL: 3 x S positions, image tokens at their grid place; qwen.py)
+    positions: dict[str, Any] | None = None
 
     @property
     def recipe_name(self) -> str:
@@ -239,6 +242,7 @@ class Manifest:
             random_weights=bool(data.get("random_weights")),
             decoder_pruning=decoder_pruning,
             onnxruntime_graphs=onnxruntime_graphs,
+            positions=_positions(top),
         )
 
     def paths(self) -> list[str]:
@@ -285,3 +289,16 @@ def _graph(reader: _Reader) -> Graph:
         kv_cache=None if cache is None else cache.get("kind", str),
         kv_cache_max_length=0 if cache is None else cache.get("max_length", int),
     )
+
+
+def _positions(top: _Reader) -> dict[str, Any] | None:
+    positions = top.table("positions", optional=True)
+    if positions is None:
+        return None
+    kind = positions.get("kind", str)
+    if kind != "mrope":
+        raise _malformed(top.source, "positions.kind", '"mrope" (the only position layout besides the default)')
+    grid = positions.get("grid", list)
+    if len(grid) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in grid):
+        raise _malformed(top.source, "positions.grid", "[rows, cols] of positive integers")
+    return {"kind": kind, "grid": [int(v) for v in grid]}

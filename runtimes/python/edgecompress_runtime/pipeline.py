@@ -15,6 +15,7 @@ from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.anyres import preprocess_anyres
 from edgecompress_runtime.preprocess import crop_pixels, preprocess
+from edgecompress_runtime.qwen import mrope_positions, patch_rows, step_positions
 
 
 @dataclass
@@ -103,6 +104,10 @@ class Pipeline:
         self.uint8_pixels = manifest.preprocess.get("pixel_input", "float") == "uint8"
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
                         if manifest.packs_newlines else None)
+        self.mrope = manifest.positions  # Qwen2.5-VL: 3 x S positions from the kept tokens' grid places
+        if self.mrope is not None and fast_preprocess:
+            raise EdgeCompressError("--fast-preprocess is for LLaVA-1.5 bundles; a Qwen2.5-VL bundle resizes to its "
+                                    "fixed grid directly", hint="Drop --fast-preprocess.")
 
     @classmethod
     def load(cls, bundle: str | Path, *, backend: str = "onnxruntime", profile: str | None = None, threads: int = 0,
@@ -158,6 +163,8 @@ class Pipeline:
         mask; for an unpruned bundle also the order in which the graph's tokens (and image
         newlines, -1) enter the language model.
         """
+        if self.mrope is not None:  # Qwen2.5-VL: the fixed grid's patch rows
+            return {"pixel_values": patch_rows(image, self.manifest.preprocess)}, None
         if self.anyres is None and self.uint8_pixels:  # the graph normalises: hand it the crop as it is
             return {"pixels": crop_pixels(image, self.manifest.preprocess, fast=self.fast_preprocess)[None]}, None
         if self.anyres is None:
@@ -180,6 +187,19 @@ class Pipeline:
 
     def embed(self, ids: list[int]) -> np.ndarray:
         return np.asarray(self.embed_table[np.asarray(ids, dtype=np.int64)])[None]
+
+    def prompt_positions(self, before: int, kept: np.ndarray, image_tokens: int, after: int) -> tuple[np.ndarray, int]:
+        """The prompt's position ids and the offset of every later token's position from its
+        cache index (0, except with mRoPE, where the image's positions follow its grid)."""
+        if self.mrope is None:
+            return np.arange(before + image_tokens + after, dtype=np.int64)[None], 0
+        return mrope_positions(before, kept, tuple(self.mrope["grid"]), after)
+
+    def positions(self, start: int, count: int, delta: int) -> np.ndarray:
+        """Position ids of the cache slots start .. start + count - 1 after the prompt."""
+        if self.mrope is None:
+            return np.arange(start, start + count, dtype=np.int64)[None]
+        return step_positions(start, count, delta)
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -242,19 +262,21 @@ class Pipeline:
         )
         length = embeds.shape[1]
         t = time.perf_counter()
-        positions = np.arange(length, dtype=np.int64)[None]
+        positions, delta = self.prompt_positions(at, kept[0], image_embeds.shape[1], len(ids) - at - 1)
         if self.pruning is not None:  # pruned at a decoder layer: the kept tokens are the prefill's
             logits, kept, past = self.backend.prefill(embeds, positions)
         else:
             logits, past = self.backend.decoder(embeds, positions, self.backend.empty_past())
         timings["prefill_s"] = time.perf_counter() - t
         timings["ttft_s"] = time.perf_counter() - start
-        conversation = Conversation(self, list(ids), past, length, [], [], image_embeds.shape[1], kept[0])
+        conversation = Conversation(self, list(ids), past, length, [], [], image_embeds.shape[1], kept[0], delta)
         conversation.answer(logits, length, max_new_tokens, on_text, ignore_eos, timings)
         return conversation
 
-    def decode(self, next_logits: np.ndarray, past, position: int, max_new_tokens: int, on_text, ignore_eos: bool):
-        """Greedy decoding from the logits after a prefill whose next position is ``position``:
+    def decode(self, next_logits: np.ndarray, past, position: int, max_new_tokens: int, on_text, ignore_eos: bool,
+               delta: int = 0):
+        """Greedy decoding from the logits after a prefill whose next cache slot is ``position``
+        (its position id ``position + delta``):
         (tokens, the cache, why it stopped, decoder calls). The last token is not fed back (nothing
         reads its logits), so the cache ends before it; an end-of-sequence token is not kept."""
         generated: list[int] = []
@@ -272,7 +294,7 @@ class Pipeline:
             if len(generated) >= max_new_tokens:
                 break
             # original positions: after a pruning prefill too, the next token sits after the whole prompt
-            logits, past = self.backend.decoder(self.embed([token]), np.array([[position + steps]], dtype=np.int64), past)
+            logits, past = self.backend.decoder(self.embed([token]), self.positions(position + steps, 1, delta), past)
             steps += 1
             next_logits = logits[0, -1]
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
@@ -320,6 +342,7 @@ class Conversation:
     turns: list[Generation]
     image_tokens: int
     kept_indices: np.ndarray
+    delta: int = 0  # a token's position id minus its cache index (mRoPE: the image's grid shifts the text)
 
     @property
     def last(self) -> Generation:
@@ -330,7 +353,7 @@ class Conversation:
         pipe = self.pipeline
         t = time.perf_counter()
         generated, text, self.past, stopped_by, steps = pipe.decode(
-            logits[0, -1].astype(np.float32), self.past, self.length, max_new_tokens, on_text, ignore_eos)
+            logits[0, -1].astype(np.float32), self.past, self.length, max_new_tokens, on_text, ignore_eos, self.delta)
         timings["decode_s"] = time.perf_counter() - t
         timings["decode_tokens"] = steps
         self.ids += generated
@@ -352,12 +375,12 @@ class Conversation:
         start = time.perf_counter()
         new = self.pending + pipe.turn_ids(prompt)
         pipe.check_turn_length(self.length, len(new), max_new_tokens)
-        positions = np.arange(self.length, self.length + len(new), dtype=np.int64)[None]
+        positions = pipe.positions(self.length, len(new), self.delta)
         if pipe.backend.extends_cache:
             logits, self.past = pipe.backend.decoder(pipe.embed(new), positions, self.past)
         else:  # engines built with a decode profile of one token on a cache: read the turn token by token
             for i, token in enumerate(new):
-                logits, self.past = pipe.backend.decoder(pipe.embed([token]), positions[:, i : i + 1], self.past)
+                logits, self.past = pipe.backend.decoder(pipe.embed([token]), positions[..., i : i + 1], self.past)
         timings["prefill_s"] = timings["ttft_s"] = time.perf_counter() - start
         self.ids += new[len(self.pending):]
         self.length += len(new)
