@@ -24,6 +24,7 @@ class Family:
     model_type: str  # the model_type its config.json carries
     adapter: str  # "module:Class" of its adapter (imports torch; loaded on demand)
     transformers_classes: tuple[str, str]  # (config class, model class) in transformers
+    image_placeholder: str = "<image>"  # the token a prompt template marks the image with
 
     def adapter_class(self):
         module, _, cls = self.adapter.partition(":")
@@ -43,6 +44,8 @@ FAMILIES: dict[str, Family] = {
                ("LlavaConfig", "LlavaForConditionalGeneration")),
         Family("llava-next", "LLaVA-NeXT", "llava_next", "edgecompress.models.llava_next:LlavaNextAdapter",
                ("LlavaNextConfig", "LlavaNextForConditionalGeneration")),
+        Family("qwen2.5-vl", "Qwen2.5-VL", "qwen2_5_vl", "edgecompress.models.qwen2_5_vl:QwenVLAdapter",
+               ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"), image_placeholder="<|image_pad|>"),
     )
 }
 
@@ -65,7 +68,8 @@ def family_of_model_type(model_type: str | None, where: str, expected: str | Non
     for family in FAMILIES.values():
         if family.model_type == model_type:
             return family
-    names = " or ".join(f.display for f in FAMILIES.values())
+    *others, last = [f.display for f in FAMILIES.values()]
+    names = f"{', '.join(others)} or {last}" if others else last
     raise EdgeCompressError(
         f"{where} is not a {names} checkpoint (model_type is {model_type!r})",
         hint="See `edgecompress list models` for what is supported.",

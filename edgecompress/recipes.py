@@ -53,13 +53,16 @@ class Recipe:
 
 
 RECIPE_KEYS = {"name", "aliases", "family", "description", "source", "seed", "defaults", "prompt", "preprocess", "config"}
-PREPROCESS_KEYS = {"resize_shortest_edge", "crop_size", "resample", "rescale_factor", "image_mean", "image_std"}
+PREPROCESS_KEYS = {"resize_shortest_edge", "crop_size", "resample", "rescale_factor", "image_mean", "image_std",
+                   # Qwen2.5-VL: the fixed square every image is resized to, and its patch rows
+                   "image_size", "patch_size", "temporal_patch_size", "merge_size"}
 RESAMPLING = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")  # the runtime's PIL filters
 
 
-def check_prompt_template(template: str, where: str) -> None:
-    """A prompt template holds exactly one ``<image>`` (where the K image tokens go) and one ``{prompt}``."""
-    for marker in ("<image>", "{prompt}"):
+def check_prompt_template(template: str, where: str, image: str = "<image>") -> None:
+    """A prompt template holds exactly one image placeholder (where the K image tokens go: the
+    family's, ``<image>`` for LLaVA) and one ``{prompt}``."""
+    for marker in (image, "{prompt}"):
         if template.count(marker) != 1:
             raise EdgeCompressError(
                 f"{where}: prompt.template must hold exactly one {marker}, it holds {template.count(marker)}",
@@ -99,11 +102,13 @@ def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
     prompt = fields.table("prompt")
     prompt.only({"template"})
     template = prompt.text("template", Recipe.prompt_template)
-    check_prompt_template(template, where)
+    check_prompt_template(template, where, FAMILIES[data["family"]].image_placeholder)
     preprocess = fields.table("preprocess")
     preprocess.only(PREPROCESS_KEYS)
     preprocess.number("resize_shortest_edge", minimum=1, integer=True)
     preprocess.number("crop_size", minimum=1, integer=True)
+    for key in ("image_size", "patch_size", "temporal_patch_size", "merge_size"):
+        preprocess.number(key, minimum=1, integer=True)
     preprocess.choice("resample", RESAMPLING)
     preprocess.number("rescale_factor", minimum=0, exclusive=True)
     preprocess.numbers("image_mean", 3)
