@@ -1,7 +1,7 @@
 """Analytic FLOP counts for the exported pipelines (multiply-adds x 2), for predictions that
 benchmarks compare with measurements. Counts what the exported graphs compute: the vision
-tower up to the feature layer (Qwen2.5-VL: the whole windowed tower), the projector (Qwen2.5-VL:
-the patch merger) on K tokens, the language model's prefill with full (masked) attention scores,
+tower up to the feature layer (Qwen2.5-VL: the whole windowed tower), the projector on K tokens
+(Qwen2.5-VL: the patch merger, on all N tokens), the language model's prefill with full (masked) attention scores,
 and the lm_head on the last position only."""
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ def vision_flops(vision: dict[str, Any], layers: int, k: int, projected_dim: int
 def qwen_vision_flops(tower: QwenVisionTower, k: int) -> float:
     """Qwen2.5-VL's tower on one image: the patch embedding (a Conv3d over two frames), every block
     on the P patches (attention over one window's patches, or over all P in the full-attention
-    blocks; a gated MLP), and the merger on the K kept tokens (as LLaVA's projector is counted: the
-    lower bound; merging all N first adds under 2% of the tower)."""
+    blocks; a gated MLP), and the merger on all N merged tokens (the graph merges, then selects: a
+    method may compare the merged tokens; ``k`` does not change the tower's count)."""
     d, ff, p = tower.hidden, tower.intermediate, tower.tower_tokens
     patch_embed = 2 * p * tower.channels * tower.temporal_patch_size * tower.patch_size**2 * d
     dense = 2 * p * (4 * d * d + 3 * d * ff)  # qkv, proj; gate, up, down
     full = sum(1 for i in tower.full_attention_layers if 0 <= i < tower.layers)
     attention = 4 * p * d * (full * p + (tower.layers - full) * tower.window_patches)
     grouped = d * tower.merge_size**2
-    merger = 2 * k * (grouped * grouped + grouped * tower.out_hidden)
+    merger = 2 * (p // tower.merge_size**2) * (grouped * grouped + grouped * tower.out_hidden)
     return patch_embed + tower.layers * dense + attention + merger
 
 

@@ -95,9 +95,10 @@ def test_received_attention_is_the_rule_over_transformers_pieces(qwen):
     blk = visual.blocks[block]
     hidden = captured["hidden"]
     heads = blk.attn.num_heads
-    q, k, _ = blk.attn.qkv(blk.norm1(hidden)).reshape(hidden.shape[0], 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
-    q, k = apply_rotary_pos_emb_vision(q, k, *captured["rope"])
-    weights = torch.softmax(torch.einsum("qhd,khd->hqk", q, k) * q.shape[-1] ** -0.5, dim=-1)
+    with torch.no_grad():
+        q, k, _ = blk.attn.qkv(blk.norm1(hidden)).reshape(hidden.shape[0], 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = apply_rotary_pos_emb_vision(q, k, *captured["rope"])
+        weights = torch.softmax(torch.einsum("qhd,khd->hqk", q, k) * q.shape[-1] ** -0.5, dim=-1)
     per_token = weights.mean(dim=1).reshape(heads, -1, 4).mean(dim=-1)  # [H, N] in window order
     window_index, _ = get_vision_window_index(grid, 2, qwen.config.vision_config.window_size, 14)
     expected = torch.empty_like(per_token)

@@ -35,9 +35,9 @@ from torch import nn
 
 from edgecompress.budget import resolve_for
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import PRECISION_DTYPES, DecoderPlan, GraphSpec, TensorSpec, VisionPlan, decoder_spec, torch_dtype
+from edgecompress.graph.spec import PRECISION_DTYPES, DecoderPlan, GraphSpec, TensorSpec, VisionPlan, decoder_spec
 from edgecompress.methods import Method, VisionInputs
-from edgecompress.models.base import DECODER_EXAMPLE_PAST, DECODER_EXAMPLE_SEQUENCE, FamilyAdapter
+from edgecompress.models.base import FamilyAdapter
 
 DEFAULT_IMAGE_SIZE = 448  # pixels, square: 32x32 patches, 256 image tokens (the example grid)
 # What a method may read on this family (no CLS token, no per-layer CLS rows, no keys).
