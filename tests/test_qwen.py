@@ -198,6 +198,7 @@ def test_twenty_percent_bundle_is_static(qwen_bundles):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["k"] == K and manifest["n"] == N and manifest["method"] == "received"
     assert manifest["positions"]["kind"] == "mrope" and manifest["positions"]["grid"] == [16, 16]
+    assert manifest["resolution"]["kind"] == "fixed" and manifest["resolution"]["patch_grid"] == [32, 32]
     assert manifest["method_details"]["attention_block"] == 3
     vision = manifest["graphs"]["vision"]
     assert vision["verify"]["ok"] and vision["dynamic_axes"] == {}

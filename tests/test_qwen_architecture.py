@@ -210,3 +210,14 @@ def test_list_models_shows_the_qwen_recipes():
     for name, source in (("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct"), ("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct")):
         line = next(line for line in result.stdout.splitlines() if line.split() and line.split()[0] == name)
         assert source in line and "received 20% fp16" in line
+
+
+def test_a_recipe_whose_two_image_sizes_differ_is_refused(tmp_path):
+    from edgecompress.errors import EdgeCompressError
+    from edgecompress.recipes import load_recipe_file
+
+    text = (Path(__file__).resolve().parents[1] / "export" / "tiny-qwen2.5-vl.toml").read_text()
+    recipe = tmp_path / "mismatch.toml"
+    recipe.write_text(text.replace("image_size = 448\nresample", "image_size = 560\nresample"))
+    with pytest.raises(EdgeCompressError, match=r"preprocess.image_size \(560\) and config.vision_config.image_size \(448\)"):
+        load_recipe_file(recipe)

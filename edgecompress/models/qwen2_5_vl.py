@@ -163,7 +163,14 @@ class QwenVLAdapter(FamilyAdapter):
         return VisionPlan(module, (torch.rand(self.num_patches, self.patch_dim),), self.vision_spec(k, precision),
                           resolution.budget, k, method, details,
                           TOKEN_ORDER if not method.keeps_all else "raster order of the merged token grid (every token)",
-                          {"positions": self.positions_record()})
+                          {"positions": self.positions_record(), "resolution": self.resolution_record()})
+
+    def resolution_record(self) -> dict[str, Any]:
+        """How the bundle fixes Qwen's per-image resolution (the manifest's ``resolution``)."""
+        return {"kind": "fixed", "image_size": [self.image_size, self.image_size],
+                "patch_grid": [self.patch_grid, self.patch_grid], "token_grid": [self.grid, self.grid],
+                "rule": f"every image is resized to {self.image_size}x{self.image_size} (aspect ratio not kept), so N = "
+                        f"{self.num_tokens} for every image and the budget resolves against it"}
 
     def positions_record(self) -> dict[str, Any]:
         """What the runtime needs to place the kept tokens (the manifest's ``positions``)."""
