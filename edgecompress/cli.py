@@ -94,6 +94,7 @@ def _root(
         "  edgecompress export tiny-llava --method none --precision fp32 --out out/baseline\n\n"
         "  edgecompress export tiny-llava --method fastv --layer 2 --budget 20%   [dim]# prune inside the language model[/dim]\n\n"
         "  edgecompress export tiny-llava --budget 20% --weights int4               [dim]# GPTQ, 4-bit weights[/dim]\n\n"
+        "  edgecompress export tiny-qwen2.5-vl --budget 20% --image-size 672        [dim]# Qwen2.5-VL on a 672-px grid (576 tokens)[/dim]\n\n"
         "  edgecompress export llava --budget 20% --weights int4 --calibration vqa.jsonl"
     )
 )
@@ -114,6 +115,7 @@ def export(
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --quantization gptq: a JSONL data set (validate's format) whose first 32 questions calibrate. Default: generated shapes pictures."),
     decoder_ops: str = typer.Option("standard", "--decoder-ops", help="standard: one decoder graph of standard ONNX ops (TensorRT and ONNX Runtime). onnxruntime: also a decoder graph with ONNX Runtime's fused ops (GroupQueryAttention, SkipSimplifiedLayerNormalization), which the ONNX Runtime backends run (several times faster decode on the CPU); TensorRT still builds from the standard graph."),
     pixel_input: str = typer.Option("float", "--pixel-input", help="float: the vision graph takes normalised float32 pixels (NCHW). uint8: it takes the centre crop as uint8 [1, S, S, 3] and normalises inside (bit-identical; the runtime skips its own normalisation). LLaVA-1.5 only."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Qwen2.5-VL: the square (pixels, a multiple of 112) every image is resized to, which fixes N (448: 256 tokens; 672: 576). Default: the recipe's (448)."),
 ):
     """Export MODEL with a fixed visual-token budget into a verified bundle: the vision graph (pixels -> K image
     embeddings), the decoder graph with its KV cache, token embeddings and tokenizer."""
@@ -130,7 +132,7 @@ def export(
         model, budget=budget, method=method, precision=precision, out=out, force=force,
         random_weights=random_weights, vision_only=vision_only, layer=layer, weights=weights, group_size=group_size,
         quantization=quantization, calibration=calibration, decoder_ops=decoder_ops,
-        pixel_input=pixel_input, steps=RichSteps(),
+        pixel_input=pixel_input, image_size=image_size, steps=RichSteps(),
     )
     out_console.print(f"Bundle written to [bold]{bundle}[/bold]")
     if target is not None and target.builds_engines:

@@ -98,6 +98,7 @@ def export_bundle(
     calibration: str | Path | None = None,
     decoder_ops: str = "standard",
     pixel_input: str = "float",
+    image_size: int | None = None,
     steps: Steps | None = None,
 ) -> Path:
     """Export MODEL with a fixed visual-token budget into a verified bundle folder.
@@ -119,6 +120,9 @@ def export_bundle(
 
     ``pixel_input`` uint8: the vision graph takes the centre crop as uint8 HWC (``pixels``) and
     normalises inside (``edgecompress.models.pixel_input``); LLaVA-1.5 only.
+
+    ``image_size`` (Qwen2.5-VL): the square every image is resized to, in place of the recipe's;
+    it fixes the patch grid, N and so K.
     """
     steps = steps or Steps()
     spec = resolve_model(model)
@@ -137,7 +141,9 @@ def export_bundle(
     family = spec.recipe.family if spec.recipe else None
     check_decoder_ops(decoder_ops, chosen, vision_only, family)
     check_pixel_input(pixel_input, family)
+    check_image_size(image_size, family)
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
+    name += f"-s{image_size}" if image_size else ""
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
     # torch, transformers and onnx load only now: a mistyped option is refused in a second
@@ -152,7 +158,9 @@ def export_bundle(
                    "belong to the old graphs and will not be kept")
 
     with steps.step("load", f"Loading {spec.name}" + (" (random weights)" if random_weights else "")):
-        adapter = load_model(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only)
+        adapter = load_model(spec, dtype=dtype, random_weights=random_weights, vision_only=vision_only,
+                             image_size=image_size)
+    check_image_size(image_size, adapter.family)  # a checkpoint folder's family is known only now
     if chosen.stage == "decoder":
         plan = decoder_stage_plan(adapter, chosen, budget, layer, precision)
     else:
@@ -359,6 +367,18 @@ def image_start(adapter) -> int:
     if ids.count(adapter.image_token_id) != 1:
         raise EdgeCompressError(f"the chat template holds {ids.count(adapter.image_token_id)} image placeholders, not one")
     return ids.index(adapter.image_token_id)
+
+
+def check_image_size(image_size: int | None, family: str | None) -> None:
+    """``--image-size`` fixes Qwen2.5-VL's grid; the other families' size is their tower's."""
+    if image_size is None:
+        return
+    if family is not None and family != "qwen2.5-vl":
+        raise EdgeCompressError(f"--image-size is for Qwen2.5-VL; a {family} model's image size is its vision tower's",
+                                hint="Drop --image-size.")
+    if image_size < 112 or image_size % 112:
+        raise EdgeCompressError(f"--image-size {image_size} is not a positive multiple of 112 px (Qwen2.5-VL's "
+                                "attention window)", hint="Use 448 (256 tokens), 560, 672 (576 tokens), ...")
 
 
 PIXEL_INPUTS = ("float", "uint8")

@@ -94,7 +94,9 @@ class TorchPipelines:
         source = manifest.source
         model = manifest.recipe_name if source.get("kind") == "recipe" else source.get("location", "")
         dtype = torch_dtype(manifest.precision)
-        self.adapter = load_model(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights)
+        grid = manifest.preprocess.get("image_size") if manifest.positions else None  # Qwen2.5-VL: the bundle's grid
+        self.adapter = load_model(resolve_model(model), dtype=dtype, random_weights=manifest.random_weights,
+                                  image_size=grid)
         if self.adapter.text_source is None:
             raise EdgeCompressError("the bundle's checkpoint has no tokenizer available offline; PyTorch cannot be compared")
         self.processor = self.adapter.load_processor()

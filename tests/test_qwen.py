@@ -273,3 +273,38 @@ def test_tensorrt_rtx_builds_the_twenty_percent_bundle(tmp_path, tiny_qwen):
     assert vision == {"pixel_values": [1024, 1176], "image_embeds": [1, K, 64], "kept_indices": [1, K]}
     decoder = {b["name"]: b["shape"] for b in record["graphs"]["decoder"]["bindings"]}
     assert decoder["position_ids"] == [3, 1, -1]
+
+
+def test_image_size_sets_the_grid(tmp_path, tiny_qwen):
+    """--image-size 672: 48x48 patches, N = 576, 20% -> K = 115; the graph's kept tokens are the
+    PyTorch module's at that grid (tie band by its scores)."""
+    import onnxruntime as ort
+
+    from edgecompress.models.loading import load_model
+    from edgecompress.recipes import resolve_model
+
+    result = run_cli("export", "tiny-qwen2.5-vl", "--budget", "20%", "--image-size", "672", "--vision-only",
+                     "--out", str(tmp_path / "b672"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((tmp_path / "b672" / "manifest.json").read_text())
+    assert (manifest["n"], manifest["k"], manifest["preprocess"]["image_size"]) == (576, 115, 672)
+    assert manifest["graphs"]["vision"]["inputs"][0]["shape"] == [2304, 1176]
+    adapter = load_model(resolve_model("tiny-qwen2.5-vl"), dtype=torch.float32, image_size=672)
+    pixel_values = torch.from_numpy(patch_rows(scene(500, 700, 4), adapter.preprocess))
+    session = ort.InferenceSession(str(tmp_path / "b672" / "vision.onnx"), providers=["CPUExecutionProvider"])
+    _, kept = session.run(None, {"pixel_values": pixel_values.numpy()})
+    module = adapter.plan_vision(get_method("received"), "20%", "fp32").module
+    with torch.no_grad():
+        _, expected = module(pixel_values)
+        scores = module.selection_scores(pixel_values)[0].numpy()
+    assert compare_selections(kept[0], expected[0].tolist(), scores).agree
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tiny-qwen2.5-vl", "--image-size", "450"], "not a positive multiple of 112"),
+    (["tiny-llava-random", "--image-size", "448"], "--image-size is for Qwen2.5-VL"),
+])
+def test_image_size_refusals(tmp_path, args, message):
+    result = run_cli("export", *args, "--out", str(tmp_path / "refused"))
+    assert result.returncode == 2 and message in result.stdout + result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "refused").exists()

@@ -122,12 +122,12 @@ def model_classes(family: str):
     return get_family(family).model_classes()
 
 
-def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder) -> FamilyAdapter:
+def _from_full_model(model, preprocess, recipe: Recipe | None, source, folder, wanted: dict[str, Any]) -> FamilyAdapter:
     model.eval()
     template = recipe.prompt_template if recipe else Recipe.prompt_template
     family = family_of_model_type(model.config.model_type, source.get("location", "the checkpoint")).name
     cls = adapter_class(family)
-    preprocess = cls.prepare(model.config, preprocess, recipe.preprocess if recipe else {})
+    preprocess = cls.prepare(model.config, preprocess, wanted)
     vision_tower, projector = cls.parts(model)
     return cls(
         config=model.config,
@@ -192,9 +192,13 @@ def build_random(config_dict: dict[str, Any], seed: int, dtype, *, vision_only: 
     return (config, *adapter_class(family).parts(model), model)
 
 
-def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False) -> FamilyAdapter:
-    """Load (or build with ``random_weights``) the model a MODEL argument names, as its family's adapter."""
+def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_only: bool = False,
+               image_size: int | None = None) -> FamilyAdapter:
+    """Load (or build with ``random_weights``) the model a MODEL argument names, as its family's
+    adapter. ``image_size``: Qwen2.5-VL's fixed grid, in place of the recipe's."""
     recipe = spec.recipe
+    # what the family's prepare() reads: the recipe's preprocessing, and --image-size over it
+    wanted = {**(recipe.preprocess if recipe else {}), **({"image_size": image_size} if image_size else {})}
     source = {"kind": spec.kind, "location": spec.location, "random_weights": random_weights}
 
     if random_weights:
@@ -221,7 +225,7 @@ def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
             config=config,
             vision_tower=tower,
             projector=projector,
-            preprocess=adapter_class(family).prepare(config, dict(preprocess), recipe.preprocess if recipe else {}),
+            preprocess=adapter_class(family).prepare(config, dict(preprocess), wanted),
             prompt_template=recipe.prompt_template if recipe else Recipe.prompt_template,
             source=source,
             model=model,
@@ -233,13 +237,13 @@ def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
 
         folder = ensure_tiny_checkpoint(recipe)
         source["checkpoint"] = str(folder)
-        return _load_folder(folder, dtype, recipe, source)
+        return _load_folder(folder, dtype, recipe, source, wanted)
     if spec.location.startswith("bundled:"):
         folder = bundled_checkpoint(spec.location)
         source["checkpoint"] = str(folder)
-        return _load_folder(folder, dtype, recipe, source)
+        return _load_folder(folder, dtype, recipe, source, wanted)
     if spec.kind == "folder":
-        return _load_folder(Path(spec.location), dtype, recipe, source)
+        return _load_folder(Path(spec.location), dtype, recipe, source, wanted)
 
     hub_id = spec.location
     family = recipe.family if recipe else _hub_family(hub_id)
@@ -249,7 +253,7 @@ def load_model(spec: ModelSpec, *, dtype, random_weights: bool = False, vision_o
         raise _hub_error(hub_id, err) from None
     family_of_model_type(model.config.model_type, hub_id, family)
     preprocess = recipe.preprocess if recipe else {}
-    return _from_full_model(model, dict(preprocess), recipe, source, None)
+    return _from_full_model(model, dict(preprocess), recipe, source, None, wanted)
 
 
 def bundled_checkpoint(location: str) -> Path:
@@ -277,7 +281,7 @@ def _hub_family(hub_id: str) -> str:
     return family_of_model_type(config.model_type, hub_id).name
 
 
-def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> FamilyAdapter:
+def _load_folder(folder: Path, dtype, recipe: Recipe | None, source, wanted: dict[str, Any]) -> FamilyAdapter:
     family = _check_llava_folder(folder, recipe.family if recipe else None)
     try:
         model = _load_pretrained(str(folder), dtype, local=True, family=family)
@@ -289,7 +293,7 @@ def _load_folder(folder: Path, dtype, recipe: Recipe | None, source) -> FamilyAd
             f"{folder} has no image processor config (preprocessor_config.json or processor_config.json)",
             hint="Save the checkpoint's processor with processor.save_pretrained(folder).",
         )
-    return _from_full_model(model, preprocess, recipe, source, folder)
+    return _from_full_model(model, preprocess, recipe, source, folder, wanted)
 
 
 def _config_without_weights(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
