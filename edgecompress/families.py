@@ -68,7 +68,8 @@ def family_of_model_type(model_type: str | None, where: str, expected: str | Non
     for family in FAMILIES.values():
         if family.model_type == model_type:
             return family
-    names = " or ".join(f.display for f in FAMILIES.values())
+    *others, last = [f.display for f in FAMILIES.values()]
+    names = f"{', '.join(others)} or {last}" if others else last
     raise EdgeCompressError(
         f"{where} is not a {names} checkpoint (model_type is {model_type!r})",
         hint="See `edgecompress list models` for what is supported.",

@@ -115,6 +115,12 @@ def _recipe_from_toml(data: dict[str, Any], path: str) -> Recipe:
     preprocess.numbers("image_std", 3, minimum=0, exclusive=True)
     if not isinstance(data.get("config", {}), dict):
         raise fields.fail("config", "it must be a table ([config]) of the checkpoint's config.json")
+    vision = data.get("config", {}).get("vision_config")
+    if "image_size" in preprocess.data and isinstance(vision, dict) and "image_size" in vision \
+            and vision["image_size"] != preprocess.data["image_size"]:
+        raise EdgeCompressError(
+            f"{where}: preprocess.image_size ({preprocess.data['image_size']}) and config.vision_config.image_size "
+            f"({vision['image_size']}) differ", hint="The grid the runtime resizes to is the grid the graph is built for: give one size.")
     return Recipe(
         name=fields.name("name"),
         family=data["family"],

@@ -89,7 +89,7 @@ def mrope_greedy(model, embeds, before: int, kept, after: int, max_new_tokens: i
     side = model.config.vision_config.image_size // model.config.vision_config.patch_size // model.config.vision_config.spatial_merge_size
     positions = mrope_positions(before, kept, (side, side), after)
     out = model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
-    prefill, past = out.logits[0, -1].float(), out.past_key_values
+    prefill, cache = out.logits[0, -1].float(), out.cache
     nxt = int(positions.max()) + 1
     generated: list[int] = []
     eos = _eos(model)
@@ -100,8 +100,8 @@ def mrope_greedy(model, embeds, before: int, kept, after: int, max_new_tokens: i
             break
         step = torch.full((3, 1, 1), nxt + len(generated) - 1, dtype=torch.int64)
         out = model(inputs_embeds=model.get_input_embeddings()(torch.tensor([[token]])), position_ids=step,
-                    past_key_values=past, use_cache=True)
-        past = out.past_key_values
+                    cache=cache, use_cache=True)
+        cache = out.cache
     return prefill, generated
 
 

@@ -118,6 +118,17 @@ def tiny_fp16(tiny_spec):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen():
+    """The tiny Qwen2.5-VL checkpoint (built on first use), loaded fp32 through its adapter."""
+    import torch
+
+    from edgecompress.models.loading import load_model
+    from edgecompress.recipes import resolve_model
+
+    return load_model(resolve_model("tiny-qwen2.5-vl"), dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
     """Bundles exported through the library API, shared by the tests that read them."""
     from edgecompress import export_bundle

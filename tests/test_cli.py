@@ -110,7 +110,7 @@ def test_folder_that_is_not_a_llava_checkpoint(tmp_path):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     result = run_cli("export", str(tmp_path / "bert"), cwd=tmp_path)
-    assert result.returncode == 2 and "not a LLaVA-1.5 or LLaVA-NeXT checkpoint (model_type is 'bert')" in result.stderr
+    assert result.returncode == 2 and "not a LLaVA-1.5, LLaVA-NeXT or Qwen2.5-VL checkpoint (model_type is 'bert')" in result.stderr
     (tmp_path / "empty").mkdir()
     result = run_cli("export", str(tmp_path / "empty"), cwd=tmp_path)
     assert result.returncode == 2 and "has no config.json" in result.stderr

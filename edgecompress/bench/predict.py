@@ -5,9 +5,9 @@ user how far a deployment is from the device's limit. The model is the simplest 
 right in kind for these stages:
 
 - vision and prefill are bound by compute: their FLOPs (``edgecompress.flops``: the tower to the
-  feature layer, the projector on K tokens; the language model over the whole prompt, FastV's
-  layers after the pruning layer on the pruned length) at the profile's peak dense fp16
-  Tensor-Core rate;
+  feature layer, the projector on K tokens (Qwen2.5-VL: the whole tower, the merger on K); the
+  language model over the whole prompt, FastV's layers after the pruning layer on the pruned
+  length) at the profile's peak dense fp16 Tensor-Core rate;
 - a decode step is bound by memory: it reads the decoder's weights once (their bytes on disk in
   the bundle, fp16 or fp32 as exported) and the KV cache at the mean context length of the
   decode, at the profile's peak DRAM bandwidth;
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgecompress.architecture import Architecture
-from edgecompress.flops import prefill_flops, vision_flops
+from edgecompress.architecture import text_config
+from edgecompress.flops import prefill_flops, vision_graph_flops
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -52,14 +52,13 @@ def predict(manifest, profile, prompt_tokens: int, new_tokens: int) -> dict[str,
     if not tflops or not bandwidth or manifest.language_model is None:
         return None
     arch = manifest.architecture
-    vision_cfg, text = arch["vision_config"], arch["text_config"]
-    feature_layer = manifest.data["model"]["vision"]["feature_layer"]
-    images = Architecture.from_config(arch).vision_images
+    text = text_config(arch)
+    feature_layer = manifest.data["model"]["vision"].get("feature_layer")  # LLaVA's; Qwen2.5-VL runs every block
     pruning = manifest.decoder_pruning
     k = pruning.image_tokens if pruning is not None else manifest.k  # image tokens the language model reads
     length = prompt_tokens + k
     flops = {
-        "vision": vision_flops(vision_cfg, feature_layer + 1, manifest.k, text["hidden_size"], images),
+        "vision": vision_graph_flops(arch, manifest.k, feature_layer),
         "prefill": _prefill(text, length, pruning),
     }
     decoder = manifest.graphs["decoder"]

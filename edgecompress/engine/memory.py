@@ -4,7 +4,8 @@
             + activations + builder workspace + reserved
 
 - weights: the parameters the two graphs hold (vision tower up to the feature layer, projector,
-  language model and lm_head), x 2 bytes (fp16) or 4 (fp32). Exact.
+  language model and lm_head; Qwen2.5-VL: the whole vision tower with its patch merger, and the
+  lm_head even where the checkpoint ties it to the embeddings), x 2 bytes (fp16) or 4 (fp32). Exact.
   With int8 or int4 weights (weight-only quantization, block-wise), the language model's linear
   weights (q, k, v, o, gate, up, down of every decoder layer) take 1 or 1/2 byte a parameter, plus
   one scale per group of ``group_size`` input features per output feature, in the precision
@@ -23,8 +24,9 @@
 - activations: the largest prefill step at the longest prompt S = K + max_prompt_tokens:
   hidden states and MLP intermediates (S x (4 hidden + 2 intermediate)), one layer's attention
   scores (heads x S x S, as an unfused attention materialises them) and the logits row, or the
-  vision tower's equivalent if larger. An estimate: TensorRT fuses and reuses buffers, so the
-  real figure is lower.
+  vision tower's equivalent if larger (its tokens: CLIP's patches and class token, Qwen2.5-VL's
+  P patches before the merger; the scores of its widest attention, a full-attention block's).
+  An estimate: TensorRT fuses and reuses buffers, so the real figure is lower.
 - workspace: the profile's builder workspace limit (TensorRT scratch memory).
 - reserved: the profile's allowance for the OS, CUDA context and TensorRT runtime.
 """
@@ -183,9 +185,10 @@ def _activations(facts: Architecture, prefill: int, nbytes: int) -> float:
     text, vision = facts.text, facts.vision
     decoder = prefill * (4 * text.hidden + 2 * text.intermediate) * nbytes
     decoder += text.heads * prefill * prefill * nbytes + text.vocab * 4
-    tokens = vision.patches + 1
-    vision_act = tokens * (4 * vision.hidden + vision.intermediate) * nbytes
-    vision_act += vision.heads * tokens * tokens * 4  # selection scores stay fp32
+    tokens = vision.tower_tokens  # CLIP: the patches and the class token; Qwen2.5-VL: P patches, before the merger
+    mlp = (2 if vision.gated_mlp else 1) * vision.intermediate  # a gated MLP holds gate and up at once
+    vision_act = tokens * (4 * vision.hidden + mlp) * nbytes
+    vision_act += vision.heads * tokens * vision.attention_span * 4  # selection scores stay fp32
     return max(decoder, vision_act * facts.vision_images)
 
 

@@ -35,9 +35,9 @@ from torch import nn
 
 from edgecompress.budget import resolve_for
 from edgecompress.errors import EdgeCompressError
-from edgecompress.graph.spec import PRECISION_DTYPES, DecoderPlan, GraphSpec, TensorSpec, VisionPlan, decoder_spec, torch_dtype
+from edgecompress.graph.spec import PRECISION_DTYPES, DecoderPlan, GraphSpec, TensorSpec, VisionPlan, decoder_spec
 from edgecompress.methods import Method, VisionInputs
-from edgecompress.models.base import DECODER_EXAMPLE_PAST, DECODER_EXAMPLE_SEQUENCE, FamilyAdapter
+from edgecompress.models.base import FamilyAdapter
 
 DEFAULT_IMAGE_SIZE = 448  # pixels, square: 32x32 patches, 256 image tokens (the issue's example grid)
 # What a method may read on this family (no CLS token, no per-layer CLS rows, no keys).
@@ -163,7 +163,14 @@ class QwenVLAdapter(FamilyAdapter):
         return VisionPlan(module, (torch.rand(self.num_patches, self.patch_dim),), self.vision_spec(k, precision),
                           resolution.budget, k, method, details,
                           TOKEN_ORDER if not method.keeps_all else "raster order of the merged token grid (every token)",
-                          {"positions": self.positions_record()})
+                          {"positions": self.positions_record(), "resolution": self.resolution_record()})
+
+    def resolution_record(self) -> dict[str, Any]:
+        """How the bundle fixes Qwen's per-image resolution (the manifest's ``resolution``)."""
+        return {"kind": "fixed", "image_size": [self.image_size, self.image_size],
+                "patch_grid": [self.patch_grid, self.patch_grid], "token_grid": [self.grid, self.grid],
+                "rule": f"every image is resized to {self.image_size}x{self.image_size} (aspect ratio not kept), so N = "
+                        f"{self.num_tokens} for every image and the budget resolves against it"}
 
     def positions_record(self) -> dict[str, Any]:
         """What the runtime needs to place the kept tokens (the manifest's ``positions``)."""
