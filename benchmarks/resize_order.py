@@ -2,11 +2,13 @@
 
     bash runtimes/cpp/build.sh && python benchmarks/resize_order.py [--samples 60]
 
-Pillow 13 picks which pass (horizontal or vertical) runs first when an image shrinks both ways,
-by a rule not in its published sources; the first pass rounds to 8 bits, so the order shows in
-the pixels. runtimes/cpp/src/resample.cpp copies the rule as measured. Two kinds of resize:
-aspect-kept shrinks (the CLIP shortest-edge resize to 224 or 336, LLaVA-NeXT's fit) and any
-two-way shrink (LLaVA-NeXT's base-image squash). Noise images, so any difference shows.
+Pillow 13 picks which pass (horizontal or vertical) runs first when both sides change (vertical
+first where the height loses more than twice as many pixels as the width: Pillow PR #9549, the
+rule runtimes/cpp/src/resample.cpp copies); the first pass rounds to 8 bits, so the order shows in
+the pixels. Four kinds of resize: aspect-kept shrinks (the CLIP shortest-edge resize to 224 or
+336, LLaVA-NeXT's fit), any two-way shrink (LLaVA-NeXT's base-image squash), the square resize
+to 448 x 448 from photo sizes (Qwen2.5-VL's fixed grid: shrinks, grows or both), and any resize
+that changes both sides. Noise images, so any difference shows.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=60)
     args = parser.parse_args()
     rng = np.random.default_rng(7)
-    counts = {"aspect-kept shrink": [0, 0], "any two-way shrink": [0, 0]}
+    counts = {"aspect-kept shrink": [0, 0], "any two-way shrink": [0, 0], "square 448 (Qwen2.5-VL)": [0, 0],
+              "any two-way resize": [0, 0]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for i in range(args.samples):
@@ -49,6 +52,14 @@ def main() -> None:
             any_shrink = (int(rng.integers(5, width)), int(rng.integers(5, height)))
             counts["any two-way shrink"][0] += matches(rng, folder, (width, height), any_shrink)
             counts["any two-way shrink"][1] += 1
+            width, height = int(rng.integers(200, 1400)), int(rng.integers(200, 1400))
+            counts["square 448 (Qwen2.5-VL)"][0] += matches(rng, folder, (width, height), (448, 448))
+            counts["square 448 (Qwen2.5-VL)"][1] += 1
+            width, height = int(rng.integers(20, 400)), int(rng.integers(20, 400))
+            target = (int(rng.integers(5, 2 * width)), int(rng.integers(5, 2 * height)))
+            if target[0] != width and target[1] != height:
+                counts["any two-way resize"][0] += matches(rng, folder, (width, height), target)
+                counts["any two-way resize"][1] += 1
     print(f"Pillow {Image.__version__}, bicubic, random noise images")
     print("| resize | bit-exact |")
     print("|---|---|")

@@ -37,8 +37,13 @@ def cpp_results(build: Path, bundle: Path, requests: list[dict], tmp_path: Path)
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def assert_same_answers(build: Path, bundle: Path, photos: list[Path], tmp_path: Path) -> int:
-    requests = [{"image": str(p), "prompt": PROMPTS[i % 2]} for i, p in enumerate(photos)]
+def assert_same_answers(build: Path, bundle: Path, photos: list[Path], tmp_path: Path, every_prompt: bool = False) -> int:
+    """The C++ app's answers equal the Python runtime's: one prompt an image (alternating), or
+    with ``every_prompt`` each image with each of PROMPTS. Returns the tokens compared."""
+    if every_prompt:
+        requests = [{"image": str(p), "prompt": prompt} for p in photos for prompt in PROMPTS]
+    else:
+        requests = [{"image": str(p), "prompt": PROMPTS[i % 2]} for i, p in enumerate(photos)]
     cpp = cpp_results(build, bundle, requests, tmp_path)
     pipe = Pipeline.load(bundle)
     tokens = 0

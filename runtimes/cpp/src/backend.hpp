@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "manifest.hpp"
+#include "positions.hpp"
 
 namespace edgecompress {
 
@@ -33,13 +34,20 @@ class Backend {
   virtual VisionOutput vision(const std::vector<Feed>& feeds) = 0;
   // Start a new sequence: an empty cache.
   virtual void reset() = 0;
-  // Run the decoder over `tokens` embeddings [tokens, hidden] at positions first_position...,
+  // Run the decoder over `tokens` embeddings [tokens, hidden] at `positions` (1 row, fed as
+  // [1, tokens], or mRoPE's 3, fed as [3, 1, tokens]: the rank of the graph's position_ids),
   // appending to the cache; the last token's logits as float32.
-  virtual std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) = 0;
+  virtual std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, const Positions& positions) = 0;
   // FastV bundles: the prefill graph (prunes image tokens inside the language model); fills the
   // cache and the kept indices.
-  virtual std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) = 0;
+  virtual std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, const Positions& positions,
+                                     std::vector<int64_t>& kept) = 0;
 };
+
+// The shape position_ids takes for `positions` in a graph whose position_ids has `rank`
+// dimensions (2: [1, S]; 3: [rows, 1, S]) and, at rank 3, `declared_rows` rows (-1: any); an
+// Error naming `graph` where they do not fit.
+std::vector<int64_t> position_shape(const Positions& positions, size_t rank, int64_t declared_rows, const std::string& graph);
 
 // `profile`: which profile's TensorRT engines (empty: the bundle's only one); the other backends ignore it.
 // `spinning`: ONNX Runtime's idle threads spin (its default; off on a CPU shared with busy processes).

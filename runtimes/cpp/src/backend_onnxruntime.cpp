@@ -59,6 +59,23 @@ std::vector<float> to_floats(const Ort::Value& value, size_t first = 0) {
   return out;
 }
 
+// The declared shape of a session's input `name` (-1 for a named axis); empty where it has none.
+std::vector<int64_t> input_shape(const Ort::Session& session, const char* name) {
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (size_t i = 0; i < session.GetInputCount(); ++i)
+    if (std::string(session.GetInputNameAllocated(i, allocator).get()) == name)
+      return session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetShape();
+  return {};
+}
+
+// How a graph takes position_ids: its rank and, at rank 3 ([rows, 1, S]: mRoPE), its rows.
+struct PositionInput {
+  size_t rank = 2;
+  int64_t rows = -1;
+  explicit PositionInput(const std::vector<int64_t>& shape = {1, -1})
+      : rank(shape.size()), rows(shape.size() == 3 ? shape[0] : -1) {}
+};
+
 class OnnxRuntimeBackend final : public Backend {
  public:
   OnnxRuntimeBackend(const std::string& bundle, const Manifest& manifest, bool cuda, int threads, bool spinning)
@@ -71,6 +88,12 @@ class OnnxRuntimeBackend final : public Backend {
         throw Error("bundle " + bundle + " has no " + required + " graph",
                     "Re-export it with `edgecompress export` (vision-only bundles cannot generate text).");
     }
+    if (manifest.positions && manifest.onnxruntime_graphs.count("decoder"))
+      throw Error("bundle " + bundle + " pairs mRoPE positions (Qwen2.5-VL) with the fused decoder graph (" +
+                      manifest.onnxruntime_graphs.at("decoder").file +
+                      "), whose GroupQueryAttention rotates by one position a token where mRoPE needs three",
+                  "The bundle is damaged or was not written by edgecompress: re-export it without --decoder-ops "
+                  "(the standard decoder graph runs on ONNX Runtime).");
     Ort::SessionOptions options;
     options.SetLogSeverityLevel(3);
     if (threads > 0) options.SetIntraOpNumThreads(threads);
@@ -104,6 +127,12 @@ class OnnxRuntimeBackend final : public Backend {
         throw Error("bundle " + bundle + ": the fused decoder graph's logits have no fixed shape", "Re-export the bundle.");
     }
     if (manifest.graphs.count("prefill")) prefill_ = open(bundle, manifest.graphs.at("prefill").file, options);
+    decoder_positions_ = PositionInput(input_shape(*decoder_, "position_ids"));
+    if (prefill_) prefill_positions_ = PositionInput(input_shape(*prefill_, "position_ids"));
+    // the graphs take the manifest's layout of positions (fails here, at load, where they do not)
+    Positions layout = Positions::sequence(0, 1, manifest.positions ? 3 : 1);
+    position_shape(layout, decoder_positions_.rank, decoder_positions_.rows, "decoder");
+    if (prefill_) position_shape(layout, prefill_positions_.rank, prefill_positions_.rows, "prefill");
 
     const GraphSpec& vision = manifest.graphs.at("vision");
     for (const TensorSpec& t : vision.inputs) vision_types_[t.name] = element_type(t.dtype);
@@ -163,15 +192,13 @@ class OnnxRuntimeBackend final : public Backend {
       cache_.push_back(Ort::Value::CreateTensor(allocator, kv_shape_.data(), kv_shape_.size(), kv_type_));
   }
 
-  std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) override {
-    if (shared_ && tokens == 1) return decode_step(embeds, first_position);
-    std::vector<int64_t> positions(tokens);
-    for (int64_t i = 0; i < tokens; ++i) positions[i] = first_position + i;
-    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens}, positions_shape{1, tokens};
+  std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, const Positions& positions) override {
+    std::vector<int64_t> positions_shape = position_shape(positions, decoder_positions_.rank, decoder_positions_.rows, "decoder");
+    if (shared_ && tokens == 1) return decode_step(embeds, positions, positions_shape);
+    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens};
     std::vector<uint16_t> storage;
     Ort::Value embeds_value = float_tensor(embeds, embeds_shape, embeds_type_, storage, cpu_);
-    Ort::Value positions_value = Ort::Value::CreateTensor(cpu_, positions.data(), positions.size() * 8, positions_shape.data(),
-                                                          positions_shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+    Ort::Value positions_value = int64_tensor(positions.values, positions_shape);
     if (shared_) return decode_shared(embeds_value, positions_value, tokens);
     Ort::IoBinding binding(*decoder_);
     binding.BindInput("inputs_embeds", embeds_value);
@@ -189,17 +216,16 @@ class OnnxRuntimeBackend final : public Backend {
     return last_logits(outputs[0]);
   }
 
-  std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) override {
+  std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, const Positions& positions,
+                             std::vector<int64_t>& kept) override {
     if (!prefill_)
       throw Error("this bundle has no prefill graph (its method prunes before the language model)", "Prefill with decoder() and an empty cache.");
-    std::vector<int64_t> positions(tokens);
-    for (int64_t i = 0; i < tokens; ++i) positions[i] = i;
-    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens}, positions_shape{1, tokens};
+    std::vector<int64_t> positions_shape = position_shape(positions, prefill_positions_.rank, prefill_positions_.rows, "prefill");
+    std::vector<int64_t> embeds_shape{1, tokens, static_cast<int64_t>(embeds.size()) / tokens};
     std::vector<uint16_t> storage;
     std::vector<Ort::Value> inputs;
     inputs.push_back(float_tensor(embeds, embeds_shape, embeds_type_, storage, cpu_));
-    inputs.push_back(Ort::Value::CreateTensor(cpu_, positions.data(), positions.size() * 8, positions_shape.data(),
-                                              positions_shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    inputs.push_back(int64_tensor(positions.values, positions_shape));
     std::vector<const char*> names{"inputs_embeds", "position_ids"}, outputs;
     for (const std::string& o : prefill_outputs_) outputs.push_back(o.c_str());
     auto result = run(*prefill_, "prefill", names, inputs, outputs);
@@ -258,16 +284,17 @@ class OnnxRuntimeBackend final : public Backend {
   // One token on the shared cache: its inputs live in this object's buffers, bound once and
   // rewritten in place each step (a decode step of a small model is ~60 tiny nodes, so per-step
   // allocation and binding would be a visible share of it).
-  std::vector<float> decode_step(const std::vector<float>& embeds, int64_t position) {
+  std::vector<float> decode_step(const std::vector<float>& embeds, const Positions& positions,
+                                 const std::vector<int64_t>& positions_shape) {
     if (length_ + 1 > max_length_)
       throw Error(std::to_string(length_ + 1) + " positions do not fit the " + std::to_string(max_length_) + "-position KV cache",
                   "Shorten the prompt or generate fewer tokens.");
-    if (!step_bound_) bind_step(static_cast<int64_t>(embeds.size()));
+    if (!step_bound_) bind_step(static_cast<int64_t>(embeds.size()), positions_shape);
     if (embeds_type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)
       std::transform(embeds.begin(), embeds.end(), step_half_.begin(), float_to_half);
     else
       std::copy(embeds.begin(), embeds.end(), step_embeds_.begin());
-    step_position_ = position;
+    std::copy(positions.values.begin(), positions.values.end(), step_positions_.begin());  // one a row
     step_total_ = static_cast<int32_t>(length_ + 1);
     step_seqlens_ = step_total_ - 1;  // GroupQueryAttention: the valid length after this step minus one
     try {
@@ -279,8 +306,9 @@ class OnnxRuntimeBackend final : public Backend {
     return last_logits(logits_);
   }
 
-  void bind_step(int64_t hidden) {
-    std::vector<int64_t> embeds_shape{1, 1, hidden}, position_shape{1, 1}, one{1};
+  // `positions_shape`: [1, 1] or [rows, 1, 1], as the graph takes position_ids
+  void bind_step(int64_t hidden, const std::vector<int64_t>& positions_shape) {
+    std::vector<int64_t> embeds_shape{1, 1, hidden}, one{1};
     step_values_.clear();
     if (embeds_type_ == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
       step_half_.assign(hidden, 0);
@@ -289,12 +317,19 @@ class OnnxRuntimeBackend final : public Backend {
       step_embeds_.assign(hidden, 0.0f);
       step_values_.push_back(Ort::Value::CreateTensor<float>(cpu_, step_embeds_.data(), hidden, embeds_shape.data(), 3));
     }
-    step_values_.push_back(Ort::Value::CreateTensor<int64_t>(cpu_, &step_position_, 1, position_shape.data(), 2));
+    step_positions_.assign(positions_shape.front(), 0);  // [1, 1] or [rows, 1, 1]: one a row
+    step_values_.push_back(Ort::Value::CreateTensor<int64_t>(cpu_, step_positions_.data(), step_positions_.size(),
+                                                             positions_shape.data(), positions_shape.size()));
     step_values_.push_back(Ort::Value::CreateTensor<int32_t>(cpu_, &step_seqlens_, 1, one.data(), 1));
     step_values_.push_back(Ort::Value::CreateTensor<int32_t>(cpu_, &step_total_, 1, nullptr, 0));
     const char* names[] = {"inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length"};
     for (size_t i = 0; i < step_values_.size(); ++i) shared_binding_->BindInput(names[i], step_values_[i]);
     step_bound_ = true;
+  }
+
+  Ort::Value int64_tensor(const std::vector<int64_t>& values, const std::vector<int64_t>& shape) {
+    return Ort::Value::CreateTensor(cpu_, const_cast<int64_t*>(values.data()), values.size() * 8, shape.data(), shape.size(),
+                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
   }
 
   std::unique_ptr<Ort::Session> open(const std::string& bundle, const std::string& relative, const Ort::SessionOptions& options) {
@@ -331,6 +366,7 @@ class OnnxRuntimeBackend final : public Backend {
   std::vector<std::string> vision_outputs_, decoder_outputs_, prefill_outputs_, past_names_;
   ONNXTensorElementDataType embeds_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, kv_type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   std::vector<int64_t> kv_shape_;
+  PositionInput decoder_positions_, prefill_positions_;  // how the graphs take position_ids
   std::unique_ptr<Ort::Allocator> cache_allocator_;  // before cache_: it outlives the buffers it made
   std::vector<Ort::Value> cache_;
   // the shared-cache graph's one-token step: buffers bound once, rewritten in place
@@ -340,7 +376,7 @@ class OnnxRuntimeBackend final : public Backend {
   std::vector<Ort::Value> step_values_;
   std::vector<float> step_embeds_;
   std::vector<uint16_t> step_half_;
-  int64_t step_position_ = 0;
+  std::vector<int64_t> step_positions_;  // the step's position ids, one a row
   int32_t step_seqlens_ = 0, step_total_ = 0;
   bool step_bound_ = false;
   bool shared_ = false;  // the decoder's cache is shared buffers (see the top of this file)

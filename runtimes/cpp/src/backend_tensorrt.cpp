@@ -187,6 +187,14 @@ class TensorRTBackend final : public Backend {
     // after a pruning prefill engine (FastV) the decoder engine has one profile: decode
     decode_profile_ = manifest.decoder_pruning ? 0 : 1;
     decode_profile_ = std::max(0, std::min(decode_profile_, engines_.at("decoder").engine->getNbOptimizationProfiles() - 1));
+    // the engines take the manifest's layout of positions (fails here, at load, where they do not)
+    Positions layout = Positions::sequence(0, 1, manifest.positions ? 3 : 1);
+    for (const char* graph : {"decoder", "prefill"}) {
+      if (!engines_.count(graph)) continue;
+      Dims binding = engines_.at(graph).engine->getTensorShape("position_ids");
+      if (binding.nbDims < 0) throw Error("the " + std::string(graph) + " engine has no position_ids input");
+      position_shape(layout, static_cast<size_t>(binding.nbDims), binding.nbDims == 3 ? binding.d[0] : -1, graph);
+    }
     int64_t limit = kv_length_limit(manifest.data);
     // the shapes the engine was built with, as the manifest records them (its sha256 was checked)
     allocate_cache(kv_capacity(profile_maxima(record.graphs.at("decoder")), layers_, limit > 0 ? limit : manifest.max_sequence));
@@ -230,12 +238,12 @@ class TensorRTBackend final : public Backend {
     past_ = 0;
   }
 
-  std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, int64_t first_position) override {
+  std::vector<float> decode(const std::vector<float>& embeds, int64_t tokens, const Positions& positions) override {
     Engine& decoder = engines_.at("decoder");
     // as the Python runtime: an empty cache takes the prefill profile, anything else decodes
     select_profile(decoder, lengths_.at(0) == 0 ? 0 : decode_profile_);
     std::deque<std::vector<uint8_t>> staging;
-    bind_prompt(decoder, embeds, tokens, first_position, staging);
+    bind_prompt(decoder, embeds, tokens, positions, staging);
     for (int i = 0; i < layers_; ++i) {
       for (int part = 0; part < 2; ++part) {
         std::string name = "past." + std::to_string(i) + (part ? ".value" : ".key");
@@ -250,14 +258,15 @@ class TensorRTBackend final : public Backend {
     return download_floats(decoder, "logits", (logits.rows - 1) * logits.size, logits.size);
   }
 
-  std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, std::vector<int64_t>& kept) override {
+  std::vector<float> prefill(const std::vector<float>& embeds, int64_t tokens, const Positions& positions,
+                             std::vector<int64_t>& kept) override {
     if (!engines_.count("prefill"))
       throw Error("this bundle has no prefill engine (its method prunes before the language model)", "Prefill with decoder() and an empty cache.");
     Engine& prefill = engines_.at("prefill");
     select_profile(prefill, 0);
     reset();
     std::deque<std::vector<uint8_t>> staging;
-    bind_prompt(prefill, embeds, tokens, 0, staging);
+    bind_prompt(prefill, embeds, tokens, positions, staging);
     std::vector<int64_t> lengths = bind_present(prefill, past_);  // no past: the present is the next decode's past
     Rows logits = bind_logits(prefill);
     std::vector<int64_t> kept_shape = to_shape(prefill.context->getTensorShape("kept_indices"));
@@ -307,18 +316,22 @@ class TensorRTBackend final : public Backend {
     engine.profile = profile;
   }
 
-  // inputs_embeds (converted to the engine's float type) and position_ids for `tokens` tokens
-  void bind_prompt(Engine& engine, const std::vector<float>& embeds, int64_t tokens, int64_t first_position,
+  // inputs_embeds (converted to the engine's float type) and position_ids for `tokens` tokens, the
+  // latter shaped by the engine's binding: [1, tokens], or [3, 1, tokens] for mRoPE
+  void bind_prompt(Engine& engine, const std::vector<float>& embeds, int64_t tokens, const Positions& positions,
                    std::deque<std::vector<uint8_t>>& staging) {
     int64_t hidden = static_cast<int64_t>(embeds.size()) / tokens;
     DataType type = engine.engine->getTensorDataType("inputs_embeds");
     const void* host = to_type(embeds, type, "inputs_embeds", staging);
     set_input(engine, "inputs_embeds", {1, tokens, hidden}, upload(engine.graph + "/inputs_embeds", host, embeds.size() * element_size(type)));
-    std::vector<int64_t> positions(tokens);
-    for (int64_t i = 0; i < tokens; ++i) positions[i] = first_position + i;
+    Dims binding = engine.engine->getTensorShape("position_ids");  // -1 for a dynamic axis
+    if (binding.nbDims < 0) throw Error("the " + engine.graph + " engine has no position_ids input");
+    std::vector<int64_t> shape = position_shape(positions, static_cast<size_t>(binding.nbDims), binding.nbDims == 3 ? binding.d[0] : -1,
+                                                engine.graph);
     DataType position_type = engine.engine->getTensorDataType("position_ids");
-    host = to_type(positions, position_type, "position_ids", staging);
-    set_input(engine, "position_ids", {1, tokens}, upload(engine.graph + "/position_ids", host, tokens * element_size(position_type)));
+    host = to_type(positions.values, position_type, "position_ids", staging);
+    set_input(engine, "position_ids", shape,
+              upload(engine.graph + "/position_ids", host, positions.values.size() * element_size(position_type)));
   }
 
   // present.<i>.{key,value} written into cache set `set`, after every input shape is known;

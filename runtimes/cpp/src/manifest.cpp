@@ -1,8 +1,10 @@
 #include "manifest.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "edgecompress/error.hpp"
 #include "sha256.hpp"
@@ -110,6 +112,17 @@ PreprocessParams preprocess_params(const Reader& reader) {
     params.rescale_factor = reader.raw("rescale_factor").get<double>();
   }
   if (reader.has("pixel_input")) params.pixel_input = reader.str("pixel_input");
+  // Qwen2.5-VL's fixed square and patch layout: required where the manifest has mRoPE positions
+  const std::pair<const char*, int*> layout[] = {{"image_size", &params.image_size}, {"patch_size", &params.patch_size},
+                                                 {"temporal_patch_size", &params.temporal_patch_size},
+                                                 {"merge_size", &params.merge_size}};
+  for (auto [name, field] : layout) {
+    if (reader.has(name)) {
+      int64_t value = reader.integer(name);
+      if (value <= 0 || value > 1 << 20) throw malformed(reader.source(), reader.key(name), "a positive integer");
+      *field = static_cast<int>(value);
+    }
+  }
   params.image_mean = triple(reader, "image_mean");
   params.image_std = triple(reader, "image_std");
   return params;
@@ -133,6 +146,29 @@ AnyresParams anyres_params(const Reader& reader) {
   params.side = static_cast<int>(reader.integer("side"));
   params.max_tiles = static_cast<int>(reader.integer("max_tiles"));
   return params;
+}
+
+// The manifest's positions record, checked as manifest.py's _positions checks it.
+std::optional<PositionsSpec> positions_spec(const Reader& top) {
+  auto positions = top.optional_table("positions");
+  if (!positions) return std::nullopt;
+  std::string kind = positions->str("kind");
+  if (kind != "mrope")
+    throw malformed(top.source(), "positions.kind", "\"mrope\" (the only position layout besides the default)");
+  const json& grid = positions->list("grid");
+  if (grid.size() != 2 || !std::all_of(grid.begin(), grid.end(), [](const json& v) { return v.is_number_integer() && v.get<int64_t>() > 0; }))
+    throw malformed(top.source(), "positions.grid", "[rows, cols] of positive integers");
+  return PositionsSpec{kind, grid[0].get<int64_t>(), grid[1].get<int64_t>()};
+}
+
+// A Qwen2.5-VL bundle (mRoPE positions) cuts its images by preprocess.image_size, patch_size,
+// temporal_patch_size and merge_size: each present, the square a whole number of merge blocks.
+void check_patch_layout(const Reader& top, const PreprocessParams& params) {
+  Reader preprocess = top.table("preprocess");
+  for (const char* name : {"image_size", "patch_size", "temporal_patch_size", "merge_size"})
+    if (!preprocess.has(name)) throw malformed(top.source(), preprocess.key(name), "an integer (the manifest has mRoPE positions)");
+  if (params.image_size % (params.patch_size * params.merge_size) != 0)
+    throw malformed(top.source(), preprocess.key("image_size"), "a multiple of patch_size x merge_size");
 }
 
 std::string python_repr(const json& value) {  // how the Python runtime's message shows a version
@@ -225,6 +261,8 @@ Manifest Manifest::from_json(const json& data, const std::string& source) {
   m.preprocess = preprocess_params(top.table("preprocess"));
   top.table("architecture");
   if (auto anyres = top.optional_table("anyres")) m.anyres = anyres_params(*anyres);
+  m.positions = positions_spec(top);
+  if (m.positions) check_patch_layout(top, m.preprocess);
   return m;
 }
 

@@ -45,6 +45,13 @@ struct DecoderPruningSpec {
   int layer = 0, image_start = 0, image_tokens = 0, kept_image_tokens = 0;
 };
 
+// How the language model numbers the prompt when not 0, 1, 2, ...: "mrope" (Qwen2.5-VL), 3 rows of
+// positions, an image token at its place on the merged grid of rows x cols (positions.hpp).
+struct PositionsSpec {
+  std::string kind;
+  int64_t rows = 0, cols = 0;
+};
+
 struct FileEntry {
   std::string sha256;
   uint64_t bytes = 0;
@@ -66,6 +73,7 @@ struct Manifest {
   std::vector<int64_t> eos_token_ids;
   std::optional<AnyresParams> anyres;
   std::optional<DecoderPruningSpec> decoder_pruning;
+  std::optional<PositionsSpec> positions;
 
   static Manifest from_json(const nlohmann::json& data, const std::string& source);
   std::vector<std::string> paths() const;  // every file path the manifest names

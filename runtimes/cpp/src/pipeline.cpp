@@ -69,12 +69,14 @@ struct Pipeline::Impl {
   std::vector<float> newline;  // LLaVA-NeXT unpruned: the image-newline embedding
   int k = 0;
   std::vector<std::string> vision_inputs;
+  int64_t position_rows = 1;  // 3 with mRoPE (Qwen2.5-VL): temporal, height, width
 
   Impl(std::string bundle_, Manifest manifest_, std::unique_ptr<Backend> backend_, Tokenizer tokenizer_, NpyArray table)
       : bundle(std::move(bundle_)), manifest(std::move(manifest_)), backend(std::move(backend_)),
         tokenizer(std::move(tokenizer_)), embed_table(std::move(table)) {
     k = manifest.decoder_pruning ? manifest.decoder_pruning->image_tokens : manifest.k;
     for (const TensorSpec& t : manifest.graphs.at("vision").inputs) vision_inputs.push_back(t.name);
+    if (manifest.positions) position_rows = 3;
   }
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
@@ -110,6 +112,8 @@ struct Pipeline::Impl {
   // The vision graph's feeds, and the packing order (LLaVA-NeXT unpruned) or empty.
   std::vector<Feed> prepare_image(const ImageRGB& image, std::vector<int64_t>& order) const {
     const PreprocessParams& params = manifest.preprocess;
+    if (manifest.positions)  // Qwen2.5-VL: the fixed grid's patch rows
+      return {Feed{"pixel_values", {patch_count(params), patch_row_size(params)}, patch_rows(image, params), {}, {}}};
     if (!manifest.anyres) {
       int crop = params.crop_size;
       if (params.pixel_input == "uint8")  // the graph normalises: feed the 8-bit crop, HWC
@@ -128,6 +132,20 @@ struct Pipeline::Impl {
       for (Feed& feed : all)
         if (feed.name == name) feeds.push_back(std::move(feed));
     return feeds;
+  }
+
+  // The prompt's position ids (`before` text tokens, the image's, `after` text tokens), and in
+  // `delta` every later token's position minus its cache index (0, except with mRoPE, where the
+  // image's positions follow its grid), as pipeline.py's prompt_positions.
+  Positions prompt_positions(int64_t before, const std::vector<int64_t>& kept, int64_t image_tokens, int64_t after,
+                             int64_t& delta) const {
+    delta = 0;
+    if (!manifest.positions) return Positions::sequence(0, before + image_tokens + after);
+    if (static_cast<int64_t>(kept.size()) != image_tokens)
+      throw Error("the vision graph returned " + std::to_string(image_tokens) + " image tokens and " + std::to_string(kept.size()) +
+                      " kept indices; mRoPE places each image token by its index",
+                  "The bundle is damaged or was not written by edgecompress: re-export it.");
+    return mrope_positions(before, kept, manifest.positions->rows, manifest.positions->cols, after, delta);
   }
 
   void embed(int64_t id, std::vector<float>& out) const {
@@ -174,12 +192,15 @@ struct Pipeline::Impl {
     result.prompt_tokens = static_cast<int>(length);
 
     t = Clock::now();
+    int64_t delta = 0;
+    Positions positions = prompt_positions(static_cast<int64_t>(at), result.kept_indices, image_tokens,
+                                           static_cast<int64_t>(ids.size() - at - 1), delta);
     std::vector<float> logits;
-    if (manifest.decoder_pruning) {
-      logits = backend->prefill(embeds, length, result.kept_indices);
+    if (manifest.decoder_pruning) {  // pruned at a decoder layer: the kept tokens are the prefill's
+      logits = backend->prefill(embeds, length, positions, result.kept_indices);
     } else {
       backend->reset();
-      logits = backend->decode(embeds, length, 0);
+      logits = backend->decode(embeds, length, positions);
     }
     result.timings.prefill_ms = ms_since(t);
     result.timings.ttft_ms = ms_since(start);
@@ -202,7 +223,8 @@ struct Pipeline::Impl {
       step.clear();
       embed(token, step);
       // original positions: after a pruning prefill too, the next token sits after the whole prompt
-      logits = backend->decode(step, 1, length + static_cast<int64_t>(result.token_ids.size()) - 1);
+      int64_t position = length + static_cast<int64_t>(result.token_ids.size()) - 1 + delta;
+      logits = backend->decode(step, 1, Positions::sequence(position, 1, position_rows));
       ++result.timings.decode_tokens;
     }
     result.timings.decode_ms = ms_since(t);

@@ -116,6 +116,38 @@ static void test_anyres_layout() {
   CHECK((inputs.packed_order == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 8, 9, -1, 6, 7, 10, 11, -1}));
 }
 
+// Qwen2.5-VL patch rows: a 56-px square (2 x 2 merge blocks of 2 x 2 patches of 14 px), mean 0,
+// std 1 and rescale 1, so a value is the pixel's own; rows in merge-block order, each row
+// [channel, time, y, x] with the frame repeated in time.
+static void test_patch_rows_layout() {
+  ec::ImageRGB image{56, 56, std::vector<uint8_t>(56 * 56 * 3)};
+  for (int y = 0; y < 56; ++y)
+    for (int x = 0; x < 56; ++x)
+      for (int c = 0; c < 3; ++c) image.pixels[(y * 56 + x) * 3 + c] = uint8_t((x + 3 * y + 85 * c) % 256);
+  ec::PreprocessParams params;
+  params.image_size = 56, params.patch_size = 14, params.merge_size = 2, params.temporal_patch_size = 2;
+  params.rescale_factor = 1.0, params.image_mean = {0, 0, 0}, params.image_std = {1, 1, 1};
+  std::vector<float> rows = ec::patch_rows(image, params);
+  CHECK(ec::patch_count(params) == 16 && ec::patch_row_size(params) == 1176);
+  CHECK(rows.size() == 16 * 1176);
+  auto value = [&](int row, int c, int t, int y, int x) { return rows[size_t(row) * 1176 + ((c * 2 + t) * 14 + y) * 14 + x]; };
+  auto pixel = [&](int y, int x, int c) { return float(image.pixels[(y * 56 + x) * 3 + c]); };
+  // row 0: block (0, 0), patch (0, 0); row 3: block (0, 0), patch (1, 1); row 6: block (0, 1), patch (1, 0)
+  CHECK(value(0, 0, 0, 0, 0) == pixel(0, 0, 0));
+  CHECK(value(3, 1, 1, 5, 7) == pixel(14 + 5, 14 + 7, 1));
+  CHECK(value(6, 2, 0, 13, 2) == pixel(14 + 13, 28 + 2, 2));
+  // row 9: block (1, 0), patch (0, 1); row 15: block (1, 1), patch (1, 1)
+  CHECK(value(9, 0, 1, 3, 4) == pixel(28 + 3, 14 + 4, 0));
+  CHECK(value(15, 2, 1, 13, 13) == pixel(55, 55, 2));
+  bool repeated = true;
+  for (int row = 0; row < 16; ++row)
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < 196; ++i) repeated = repeated && value(row, c, 0, i / 14, i % 14) == value(row, c, 1, i / 14, i % 14);
+  CHECK(repeated);
+  params.image_size = 50;
+  CHECK_ERROR(ec::patch_rows(image, params), "image_size a multiple of patch_size x merge_size");
+}
+
 int main() {
   test_resize_equals_pil();
   test_resize_refuses_unknown_filter();
@@ -125,6 +157,7 @@ int main() {
   test_alpha_onto_white();
   test_select_best_resolution();
   test_anyres_layout();
+  test_patch_rows_layout();
   if (failures()) std::fprintf(stderr, "%d check(s) failed\n", failures());
   return failures() ? 1 : 0;
 }

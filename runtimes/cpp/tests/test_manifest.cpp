@@ -10,11 +10,13 @@
 #include "edgecompress/error.hpp"
 #include "manifest.hpp"
 #include "npy.hpp"
+#include "positions.hpp"
 #include "sha256.hpp"
 #include "sha256_vectors.hpp"
 
 namespace fs = std::filesystem;
 using namespace edgecompress;
+using nlohmann::json;
 
 static void float16() {
   for (float value : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f, 0.333251953125f})
@@ -93,6 +95,58 @@ static void manifests(const fs::path& dir) {
   CHECK_ERROR(inside((dir / "bundle").string(), "link/passwd"), "outside the bundle");
 }
 
+// The positions record (Qwen2.5-VL's mRoPE) and its errors, in manifest.py's words.
+static void positions_records() {
+  json base = json::parse(R"({"schema_version": 1, "graphs": {}, "files": {}, "method": "received", "precision": "fp32",
+      "k": 51, "n": 256, "budget": {"spec": "20%"}, "image_token_id": 5, "prompt_template": "{prompt}", "architecture": {},
+      "preprocess": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "image_size": 448, "patch_size": 14,
+                     "temporal_patch_size": 2, "merge_size": 2},
+      "positions": {"kind": "mrope", "grid": [16, 12]}})");
+  Manifest m = Manifest::from_json(base, "m.json");
+  CHECK(m.positions && m.positions->kind == "mrope" && m.positions->rows == 16 && m.positions->cols == 12);
+  CHECK(m.preprocess.image_size == 448 && m.preprocess.patch_size == 14 && m.preprocess.merge_size == 2);
+  json without = base;
+  without.erase("positions");
+  CHECK(!Manifest::from_json(without, "m.json").positions);
+  auto with = [&](const json& positions) {
+    json data = base;
+    data["positions"] = positions;
+    return Manifest::from_json(data, "m.json");
+  };
+  CHECK(!with(nullptr).positions);  // null: absent, as manifest.py reads it
+  CHECK_ERROR(with("mrope"), "m.json: manifest field positions is missing or malformed (expected a table)");
+  CHECK_ERROR(with(json{{"grid", {16, 16}}}), "manifest field positions.kind is missing or malformed (expected a string)");
+  CHECK_ERROR(with(json{{"kind", "rope"}, {"grid", {16, 16}}}),
+              "manifest field positions.kind is missing or malformed (expected \"mrope\" (the only position layout besides the default))");
+  CHECK_ERROR(with(json{{"kind", "mrope"}}), "manifest field positions.grid is missing or malformed (expected a list)");
+  for (const json& grid : {json{16}, json{16, 0}, json{16, true}, json{16, 1.5}, json{16, "16"}, json{16, 16, 16}})
+    CHECK_ERROR(with(json{{"kind", "mrope"}, {"grid", grid}}),
+                "manifest field positions.grid is missing or malformed (expected [rows, cols] of positive integers)");
+  json no_size = base;
+  no_size["preprocess"].erase("merge_size");
+  CHECK_ERROR(Manifest::from_json(no_size, "m.json"), "manifest field preprocess.merge_size is missing or malformed");
+  json odd_size = base;
+  odd_size["preprocess"]["image_size"] = 450;
+  CHECK_ERROR(Manifest::from_json(odd_size, "m.json"),
+              "manifest field preprocess.image_size is missing or malformed (expected a multiple of patch_size x merge_size)");
+}
+
+// mRoPE positions as qwen.py's mrope_positions: text, then the kept image tokens at their grid
+// place, then text from the image's first position + max(rows, cols).
+static void mrope() {
+  int64_t delta = -1;
+  Positions p = mrope_positions(2, {0, 5, 17}, 4, 8, 3, delta);
+  CHECK(p.rows == 3 && p.count == 8);
+  CHECK((p.values == std::vector<int64_t>{0, 1, 2, 2, 2, 10, 11, 12,     // temporal
+                                          0, 1, 2, 2, 4, 10, 11, 12,     // height: 2 + index / 8
+                                          0, 1, 2, 7, 3, 10, 11, 12}));  // width: 2 + index % 8
+  CHECK(delta == 5);  // the next token (cache index 8) sits at 13
+  Positions step = Positions::sequence(13, 1, 3);
+  CHECK((step.values == std::vector<int64_t>{13, 13, 13}));
+  Positions plain = Positions::sequence(4, 3);
+  CHECK(plain.rows == 1 && (plain.values == std::vector<int64_t>{4, 5, 6}));
+}
+
 int main() {
   fs::path dir = fs::temp_directory_path() / ("ec-test-manifest-" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -100,6 +154,8 @@ int main() {
   float16();
   npy_arrays(dir);
   manifests(dir);
+  positions_records();
+  mrope();
   fs::remove_all(dir);
   if (failures()) std::cerr << failures() << " check(s) failed\n";
   return failures() ? 1 : 0;

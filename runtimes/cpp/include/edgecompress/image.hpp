@@ -20,7 +20,8 @@ struct ImageRGB {
 // Throws Error with the Python runtime's messages.
 ImageRGB load_image(const std::string& path);
 
-// The CLIP image processor's parameters (the manifest's recipe.preprocess).
+// The image processor's parameters (the manifest's preprocess): the CLIP processor's, and for
+// Qwen2.5-VL the fixed square and the patch layout (image_size > 0).
 struct PreprocessParams {
   int resize_shortest_edge = 336;
   int crop_size = 336;
@@ -29,6 +30,8 @@ struct PreprocessParams {
   std::array<double, 3> image_mean{};
   std::array<double, 3> image_std{};
   std::string pixel_input = "float";  // "uint8": the vision graph takes the crop as uint8 HWC and normalises it
+  int image_size = 0;                 // Qwen2.5-VL: every image resized to image_size x image_size
+  int patch_size = 14, temporal_patch_size = 2, merge_size = 2;
 };
 
 // PIL's Image.resize(size, filter) on 8-bit RGB (filters: nearest, bilinear, bicubic, lanczos,
@@ -43,6 +46,14 @@ std::vector<float> preprocess(const ImageRGB& image, const PreprocessParams& par
 
 // uint8 HWC -> float32 CHW with rescale (double) then normalise (float), as the Python runtime.
 std::vector<float> normalize(const ImageRGB& image, const PreprocessParams& params);
+
+// Qwen2.5-VL's patch rows, as the Python runtime's qwen.py patch_rows: the image resized to
+// image_size x image_size (aspect ratio not kept), normalised, and cut into float32
+// [patches, 3 * temporal_patch_size * patch_size * patch_size], merge blocks of merge_size x
+// merge_size patches in raster order, each row a patch's channels x temporal copies x pixels.
+std::vector<float> patch_rows(const ImageRGB& image, const PreprocessParams& params);
+int64_t patch_count(const PreprocessParams& params);      // the rows: (image_size / patch_size)^2
+int64_t patch_row_size(const PreprocessParams& params);   // 3 * temporal_patch_size * patch_size^2
 
 // LLaVA-NeXT "anyres" tiling (the manifest's `anyres` record), as the Python runtime's anyres.py.
 struct AnyresParams {

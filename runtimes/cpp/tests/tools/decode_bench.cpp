@@ -30,19 +30,22 @@ int64_t pick(std::vector<float> logits, const std::vector<int64_t>& eos) {
   return std::max_element(logits.begin(), logits.end()) - logits.begin();
 }
 
-Run run(Backend& backend, const NpyArray& table, const std::vector<int64_t>& ids, int new_tokens, const std::vector<int64_t>& eos) {
+// `rows`: 1, or 3 for an mRoPE bundle (text alone: every row the same positions)
+Run run(Backend& backend, const NpyArray& table, const std::vector<int64_t>& ids, int new_tokens, const std::vector<int64_t>& eos,
+        int64_t rows) {
   std::vector<float> embeds(ids.size() * table.row_size());
   for (size_t i = 0; i < ids.size(); ++i) table.row(ids[i], embeds.data() + i * table.row_size());
   Run result;
   auto start = Clock::now();
   backend.reset();
-  result.tokens.push_back(pick(backend.decode(embeds, static_cast<int64_t>(ids.size()), 0), eos));
+  const int64_t length = static_cast<int64_t>(ids.size());
+  result.tokens.push_back(pick(backend.decode(embeds, length, Positions::sequence(0, length, rows)), eos));
   result.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   std::vector<float> step(table.row_size());
   start = Clock::now();
   for (int i = 0; i < new_tokens - 1; ++i) {
     table.row(result.tokens.back(), step.data());
-    result.tokens.push_back(pick(backend.decode(step, 1, static_cast<int64_t>(ids.size()) + i), eos));
+    result.tokens.push_back(pick(backend.decode(step, 1, Positions::sequence(length + i, 1, rows)), eos));
   }
   result.decode_ms_per_token = std::chrono::duration<double, std::milli>(Clock::now() - start).count() / std::max(new_tokens - 1, 1);
   return result;
@@ -65,8 +68,9 @@ int main(int argc, char** argv) {
     Manifest manifest = open_bundle(bundle);
     auto backend = make_backend("onnxruntime", bundle, manifest, 0, "", spinning);
     NpyArray table = NpyArray::open(inside(bundle, *manifest.embeddings_file));
-    run(*backend, table, ids, new_tokens, manifest.eos_token_ids);  // warm-up
-    Run result = run(*backend, table, ids, new_tokens, manifest.eos_token_ids);
+    int64_t rows = manifest.positions ? 3 : 1;
+    run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows);  // warm-up
+    Run result = run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows);
     std::cout << nlohmann::json{{"prefill_ms", result.prefill_ms}, {"decode_ms_per_token", result.decode_ms_per_token},
                                 {"tokens", result.tokens}}
               << "\n";

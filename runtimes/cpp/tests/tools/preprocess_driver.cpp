@@ -1,6 +1,9 @@
 // Runs the C++ image pipeline for the pytest parity suite (tests/test_cpp_preprocess.py):
 //   preprocess_driver clip PARAMS_JSON IMAGE OUT.f32 [--stb]       pixel_values [3, S, S]
 //   preprocess_driver anyres PARAMS_JSON ANYRES_JSON IMAGE PREFIX  PREFIX.{pixel_values.f32,tile_mask.f32,packed_order.i64,json}
+//   preprocess_driver qwen PARAMS_JSON IMAGE OUT.f32                Qwen2.5-VL patch rows [patches, 3 * T * P * P]
+//   preprocess_driver mrope PREFIX KEPT ROWS COLS SUFFIX            mRoPE positions of a prompt (KEPT: comma-separated
+//                                                                   indices or "-"): prints {"positions": [3][S], "delta": d}
 //   preprocess_driver resize IMAGE W H FILTER OUT.u8                the decoded image resized, HWC
 //   preprocess_driver decode IMAGE OUT.u8 [--stb]                   the decoded image, HWC; prints "W H"
 // A JSON argument is inline ({...}) or a file. Bad input: the error's message on stderr, exit 2.
@@ -9,12 +12,14 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "edgecompress/error.hpp"
 #include "edgecompress/image.hpp"
 #include "image_decode.hpp"
+#include "positions.hpp"
 
 namespace ec = edgecompress;
 using nlohmann::json;
@@ -30,8 +35,15 @@ json read_json(const std::string& argument) {
 
 ec::PreprocessParams preprocess_params(const json& j) {
   ec::PreprocessParams p;
-  p.resize_shortest_edge = j.at("resize_shortest_edge").get<int>();
-  p.crop_size = j.at("crop_size").get<int>();
+  if (j.contains("image_size")) {  // Qwen2.5-VL: the fixed square and the patch layout
+    p.image_size = j.at("image_size").get<int>();
+    p.patch_size = j.at("patch_size").get<int>();
+    p.temporal_patch_size = j.at("temporal_patch_size").get<int>();
+    p.merge_size = j.at("merge_size").get<int>();
+  } else {
+    p.resize_shortest_edge = j.at("resize_shortest_edge").get<int>();
+    p.crop_size = j.at("crop_size").get<int>();
+  }
   p.resample = j.value("resample", std::string("bicubic"));
   p.rescale_factor = j.at("rescale_factor").get<double>();
   p.image_mean = j.at("image_mean").get<std::array<double, 3>>();
@@ -80,6 +92,24 @@ int run(int argc, char** argv) {
                                             {"packed_order", inputs.packed_order.size()}};
     return 0;
   }
+  if (command == "qwen" && argc == 5) {
+    write_raw(argv[4], ec::patch_rows(ec::load_image(argv[3]), preprocess_params(read_json(argv[2]))));
+    return 0;
+  }
+  if (command == "mrope" && argc == 7) {
+    std::vector<int64_t> kept;
+    std::stringstream list(std::string(argv[3]) == "-" ? "" : argv[3]);
+    for (std::string item; std::getline(list, item, ',');) kept.push_back(std::stoll(item));
+    int64_t delta = 0;
+    ec::Positions positions = ec::mrope_positions(std::stoll(argv[2]), kept, std::stoll(argv[4]), std::stoll(argv[5]),
+                                                  std::stoll(argv[6]), delta);
+    json rows = json::array();
+    for (int64_t r = 0; r < positions.rows; ++r)
+      rows.push_back(std::vector<int64_t>(positions.values.begin() + r * positions.count,
+                                          positions.values.begin() + (r + 1) * positions.count));
+    std::cout << json{{"positions", rows}, {"delta", delta}} << "\n";
+    return 0;
+  }
   if (command == "resize" && argc == 7) {
     const ec::ImageRGB resized = ec::resize(ec::load_image(argv[2]), std::stoi(argv[3]), std::stoi(argv[4]), argv[5]);
     write_raw(argv[6], resized.pixels);
@@ -91,7 +121,7 @@ int run(int argc, char** argv) {
     std::cout << image.width << " " << image.height << "\n";
     return 0;
   }
-  std::cerr << "usage: preprocess_driver clip|anyres|resize|decode ... (see the source's header)\n";
+  std::cerr << "usage: preprocess_driver clip|anyres|qwen|mrope|resize|decode ... (see the source's header)\n";
   return 2;
 }
 
