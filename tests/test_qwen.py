@@ -50,8 +50,8 @@ def qwen_bundles(tmp_path_factory, tiny_qwen):
     root = tmp_path_factory.mktemp("qwen")
     return {
         "none": export_bundle("tiny-qwen2.5-vl", method="none", out=root / "none"),
-        "received": export_bundle("tiny-qwen2.5-vl", budget="20%", out=root / "received"),
-        "dart": export_bundle("tiny-qwen2.5-vl", method="dart", budget="20%", out=root / "dart"),
+        "received": export_bundle("tiny-qwen2.5-vl", method="received", budget="20%", out=root / "received"),
+        "dart": export_bundle("tiny-qwen2.5-vl", budget="20%", out=root / "dart"),  # the recipe's default method
     }
 
 
@@ -197,6 +197,7 @@ def test_twenty_percent_bundle_is_static(qwen_bundles):
     bundle = qwen_bundles["received"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["k"] == K and manifest["n"] == N and manifest["method"] == "received"
+    assert json.loads((qwen_bundles["dart"] / "manifest.json").read_text())["method"] == "dart"  # the default
     assert manifest["positions"]["kind"] == "mrope" and manifest["positions"]["grid"] == [16, 16]
     assert manifest["resolution"]["kind"] == "fixed" and manifest["resolution"]["patch_grid"] == [32, 32]
     assert manifest["method_details"]["attention_block"] == 3
@@ -283,7 +284,7 @@ def test_image_size_sets_the_grid(tmp_path, tiny_qwen):
     from edgecompress.models.loading import load_model
     from edgecompress.recipes import resolve_model
 
-    result = run_cli("export", "tiny-qwen2.5-vl", "--budget", "20%", "--image-size", "672", "--vision-only",
+    result = run_cli("export", "tiny-qwen2.5-vl", "--method", "received", "--budget", "20%", "--image-size", "672", "--vision-only",
                      "--out", str(tmp_path / "b672"))
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = json.loads((tmp_path / "b672" / "manifest.json").read_text())

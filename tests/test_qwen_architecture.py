@@ -153,7 +153,7 @@ def table_rows(text: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def plan_3b():
     return run_cli("plan", "qwen2.5-vl-3b", "--budget", "20%", "--profile", "jetson-orin-nano-8gb", "--weights", "int4",
-                   "--method", "random")  # K = floor(N x rate); the recipe's default, received, is not registered yet
+                   "--method", "random")  # K = floor(N x rate), as for every vision-stage method here
 
 
 def test_the_3b_plan_on_orin_nano_comes_from_the_parameter_counts(plan_3b):
@@ -198,7 +198,7 @@ def test_the_7b_plan_runs_without_torch():
 
 
 def test_the_plan_with_the_recipes_default_method():
-    """The 3B at 20% (the recipe's default method, received) fits an Orin Nano with int4 weights."""
+    """The 3B at 20% (the recipe's default method, dart) fits an Orin Nano with int4 weights."""
     result = run_cli("plan", "qwen2.5-vl-3b", "--budget", "20%", "--profile", "jetson-orin-nano-8gb", "--weights", "int4")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "memory plan on jetson-orin-nano-8gb" in result.stdout and "K = 51" in result.stdout
@@ -209,7 +209,7 @@ def test_list_models_shows_the_qwen_recipes():
     assert result.returncode == 0, result.stderr
     for name, source in (("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct"), ("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct")):
         line = next(line for line in result.stdout.splitlines() if line.split() and line.split()[0] == name)
-        assert source in line and "received 20% fp16" in line
+        assert source in line and "dart 20% fp16" in line
 
 
 def test_a_recipe_whose_two_image_sizes_differ_is_refused(tmp_path):
