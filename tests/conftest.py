@@ -129,6 +129,20 @@ def tiny_qwen():
 
 
 @pytest.fixture(scope="session")
+def qwen_bundles(tmp_path_factory, tiny_qwen) -> dict:
+    """tiny-qwen2.5-vl fp32 bundles (test_qwen.py, test_cpp_qwen.py): unpruned (256 image tokens),
+    received-attention 20% and dart 20% (the recipe's default method; 51 tokens each)."""
+    from edgecompress import export_bundle
+
+    root = tmp_path_factory.mktemp("qwen")
+    return {
+        "none": export_bundle("tiny-qwen2.5-vl", method="none", out=root / "none"),
+        "received": export_bundle("tiny-qwen2.5-vl", method="received", budget="20%", out=root / "received"),
+        "dart": export_bundle("tiny-qwen2.5-vl", budget="20%", out=root / "dart"),
+    }
+
+
+@pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_checkpoint) -> dict:
     """Bundles exported through the library API, shared by the tests that read them."""
     from edgecompress import export_bundle

@@ -27,18 +27,6 @@ from tests.helpers import scene
 
 
 @pytest.fixture(scope="module")
-def qwen_bundles(tmp_path_factory) -> dict[str, Path]:
-    """tiny-qwen2.5-vl, fp32: unpruned (256 image tokens) and received-attention 20% (51)."""
-    from edgecompress import export_bundle
-
-    root = tmp_path_factory.mktemp("qwen")
-    return {
-        "none": export_bundle("tiny-qwen2.5-vl", method="none", precision="fp32", out=root / "none"),
-        "received": export_bundle("tiny-qwen2.5-vl", method="received", budget="20%", precision="fp32", out=root / "received"),
-    }
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Path]:
     """Wide, tall, very wide and already square (no resize), as PNG and JPEG."""
     root = tmp_path_factory.mktemp("qwen-images")

@@ -45,16 +45,6 @@ def qwen(tiny_qwen):
     return tiny_qwen
 
 
-@pytest.fixture(scope="module")
-def qwen_bundles(tmp_path_factory, tiny_qwen):
-    root = tmp_path_factory.mktemp("qwen")
-    return {
-        "none": export_bundle("tiny-qwen2.5-vl", method="none", out=root / "none"),
-        "received": export_bundle("tiny-qwen2.5-vl", method="received", budget="20%", out=root / "received"),
-        "dart": export_bundle("tiny-qwen2.5-vl", budget="20%", out=root / "dart"),  # the recipe's default method
-    }
-
-
 # -- the PyTorch side ----------------------------------------------------------------------------
 
 

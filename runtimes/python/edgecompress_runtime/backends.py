@@ -25,7 +25,7 @@ import numpy as np
 from edgecompress_runtime.bundle import CONTAINMENT_HINT, external_data_problems, inside
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
-from edgecompress_runtime.shared_cache import SHARED_BUFFER, SharedCache, length_feeds
+from edgecompress_runtime.shared_cache import SEQLENS_K, SHARED_BUFFER, TOTAL_LENGTH, SharedCache, length_feeds
 
 KV = list[tuple[np.ndarray, np.ndarray]]
 
@@ -183,16 +183,19 @@ class OnnxRuntimeBackend:
         if past.length + new > self._max_length:
             raise EdgeCompressError(f"{past.length + new} positions do not fit the {self._max_length}-position KV cache",
                                     hint="Shorten the prompt or generate fewer tokens.")
-        feeds = {"inputs_embeds": np.ascontiguousarray(inputs_embeds, dtype=self._embeds_dtype),
-                 "position_ids": np.ascontiguousarray(position_ids), **length_feeds(past.length, new)}
         if new == 1:  # a decode step: written into arrays bound once, not bound anew (~0.03 ms a step)
             if not self._one_token_bound:
                 for name, value in self._one_token.items():
                     self._shared.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(value))
                 self._one_token_bound = True
-            for name, value in feeds.items():
-                self._one_token[name][...] = value
+            step = self._one_token  # written in place: no feed dict, no new arrays (~0.02 ms a step)
+            step["inputs_embeds"][...] = inputs_embeds
+            step["position_ids"][...] = position_ids
+            step[SEQLENS_K][0] = past.length
+            step[TOTAL_LENGTH][...] = past.length + 1
         else:
+            feeds = {"inputs_embeds": np.ascontiguousarray(inputs_embeds, dtype=self._embeds_dtype),
+                     "position_ids": np.ascontiguousarray(position_ids), **length_feeds(past.length, new)}
             for name, value in feeds.items():  # the arrays stay referenced here until the run is done
                 self._shared.bind_cpu_input(name, value)
             self._one_token_bound = False
