@@ -12,6 +12,12 @@ comparison is the language model's: prefill and decode), greedy, alternating run
 see the same machine state. A bundle exported with --decoder-ops onnxruntime is measured twice:
 its standard decoder graph and its fused one (what the ONNX Runtime backend runs). Printed: prefill ms, decode ms per token, tokens/s (medians), and
 whether the greedy tokens agree.
+
+Each edgecompress runtime runs in a process of its own (a worker started per timed run, its
+loading not timed), as the C++ runtime's tool does: ONNX Runtime sessions in one process each
+keep a thread pool whose idle threads spin, and on a 2-core machine the pools of the sessions not
+running took the cores of the one that was (the Python runtime's decode measured 0.38 ms/token
+next to the other pipelines in-process, 0.29 ms alone). genai runs in this process, alone.
 """
 
 from __future__ import annotations
@@ -83,6 +89,32 @@ def cpp(bundle: Path, ids: list[int], new_tokens: int, spinning: bool = True) ->
     return result["prefill_ms"] / 1e3, result["decode_ms_per_token"] / 1e3, result["tokens"]
 
 
+def worker(bundle: Path, fused: bool, spinning: bool, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+    """``ours`` in a process of its own (three warm-up runs, then one timed run)."""
+    done = subprocess.run([sys.executable, __file__, "--worker", str(bundle), "--fused" if fused else "--standard",
+                           "--spinning" if spinning else "--no-spinning", ",".join(map(str, ids)), str(new_tokens)],
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["prefill"], result["decode"], result["tokens"]
+
+
+def run_worker(argv: list[str]) -> int:
+    from edgecompress_runtime import Pipeline
+    from edgecompress_runtime.backends import OnnxRuntimeBackend
+    from edgecompress_runtime.bundle import open_bundle
+
+    bundle, graph, spinning, ids, new_tokens = Path(argv[0]), argv[1], argv[2], argv[3], int(argv[4])
+    manifest = open_bundle(bundle)
+    backend = OnnxRuntimeBackend(bundle, manifest, fused=graph == "--fused", spinning=spinning == "--spinning")
+    pipe = Pipeline(bundle, manifest, backend)
+    tokens = [int(i) for i in ids.split(",")]
+    for _ in range(3):  # a fresh session's first runs grow its memory arena
+        ours(pipe, tokens, new_tokens)
+    prefill, decode, generated = ours(pipe, tokens, new_tokens)
+    print(json.dumps({"prefill": prefill, "decode": decode, "tokens": generated}))
+    return 0
+
+
 def genai(model, og, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False, min_length=len(ids) + new_tokens)
@@ -99,6 +131,8 @@ def genai(model, og, ids: list[int], new_tokens: int) -> tuple[float, float, lis
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--worker"]:
+        return run_worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("out/tiny-llava-hired-b20"))
     parser.add_argument("--prompt-tokens", type=int, default=140)
@@ -121,16 +155,14 @@ def main() -> int:
     from edgecompress_runtime.bundle import open_bundle
 
     manifest = open_bundle(args.bundle)
-    pipes = {"edgecompress, standard graph": Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False,
-                                                                                          spinning=not args.no_spinning))}
+    spinning = not args.no_spinning
+    # (bundle, fused graph?) per edgecompress runtime, each run in a worker process
+    pipes = {"edgecompress, standard graph": (args.bundle, False)}
     if "decoder" in manifest.onnxruntime_graphs:
-        pipes["edgecompress, fused graph"] = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest,
-                                                                                               spinning=not args.no_spinning))
+        pipes["edgecompress, fused graph"] = (args.bundle, True)
     if args.before is not None:
-        before = open_bundle(args.before)
-        backend = OnnxRuntimeBackend(args.before, before, spinning=not args.no_spinning)
-        pipes[f"edgecompress, fused graph of {args.before.name}"] = Pipeline(args.before, before, backend)
-    pipe = next(iter(pipes.values()))
+        pipes[f"edgecompress, fused graph of {args.before.name}"] = (args.before, True)
+    pipe = Pipeline(args.bundle, manifest, OnnxRuntimeBackend(args.bundle, manifest, fused=False))  # the token table
     vocab = pipe.embed_table.shape[0]
     ids = [int(i) for i in np.random.default_rng(0).integers(4, vocab, args.prompt_tokens)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,18 +173,17 @@ def main() -> int:
         with_cpp = CPP_TOOL.exists()  # bash runtimes/cpp/build.sh
         results = {**{name: [] for name in pipes}, **({"edgecompress C++ runtime": []} if with_cpp else {}),
                    "onnxruntime-genai": []}
-        for name, runner in pipes.items():
-            ours(runner, ids, args.new_tokens)  # warm-up
-        genai(model, og, ids, args.new_tokens)
+        del pipe  # no session of ours in this process while genai runs
+        genai(model, og, ids, args.new_tokens)  # warm-up (each worker warms itself up)
         for _ in range(args.runs):
-            for name, runner in pipes.items():
-                results[name].append(ours(runner, ids, args.new_tokens))
+            for name, (bundle, fused) in pipes.items():
+                results[name].append(worker(bundle, fused, spinning, ids, args.new_tokens))
             if with_cpp:
                 results["edgecompress C++ runtime"].append(cpp(args.bundle, ids, args.new_tokens, not args.no_spinning))
             results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
     print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "
-          f"{args.runs} alternating runs\n")
+          f"{args.runs} alternating runs, each edgecompress runtime in a process of its own\n")
     print("| runtime | prefill ms | decode ms / token | decode tokens/s | greedy tokens vs genai |")
     print("|---|---|---|---|---|")
     reference = results["onnxruntime-genai"][0][2]

@@ -142,6 +142,9 @@ def export_bundle(
     check_decoder_ops(decoder_ops, chosen, vision_only, family)
     check_pixel_input(pixel_input, family)
     check_image_size(image_size, family)
+    if family == "qwen2.5-vl" and chosen.stage != "vision":
+        raise EdgeCompressError(f"method {method!r} is not available for Qwen2.5-VL: it acts at the {chosen.stage} stage, "
+                                "which this family does not lower yet", hint="Use dart, received, divprune or random.")
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
     name += f"-s{image_size}" if image_size else ""
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
@@ -230,6 +233,8 @@ def export_bundle(
                 writer.manifest["weights"] = record
             if decoder_ops == "onnxruntime" and not vision_only:
                 writer.manifest["onnxruntime_graphs"] = runtime_graphs
+            if image_size is not None:  # the recipe record keeps the recipe's own size; this export's is here
+                writer.manifest["recipe"]["overrides"] = {"image_size": image_size}
     return out
 
 
@@ -337,6 +342,8 @@ def decoder_stage_plan(adapter, method, budget: str, layer: int | None, precisio
 
     from edgecompress.budget import resolve_for
 
+    if hasattr(adapter, "check_method"):  # a family that does not lower this stage says so before any export
+        adapter.check_method(method)
     layer = method.resolve_layer(layer, adapter.language_model_facts()["num_layers"])
     plan = adapter.plan_vision(get_method("none"), "100%", precision)
     if plan.extra.get("anyres") is not None or plan.budget.n != plan.k:

@@ -3,7 +3,8 @@
 - :func:`transformers_generate`: the unpruned model exactly as transformers runs it
   (processor, chat template, ``generate(do_sample=False)``).
 - :func:`pruned_generate`: the same model fed the pruned PyTorch vision module's K embeddings
-  in place of the image placeholder, then ``generate(do_sample=False)`` on the embeddings.
+  in place of the image placeholder, then ``generate(do_sample=False)`` on the embeddings
+  (Qwen2.5-VL: :func:`mrope_greedy`, greedy steps with the kept tokens' mRoPE positions).
 - :func:`decoder_pruned_generate`: for a method that prunes inside the language model (FastV):
   every image embedding in the prompt, the PyTorch prefill module that prunes at its decoder
   layer, then greedy decode steps through the PyTorch split-cache decoder, positions original.
@@ -90,7 +91,7 @@ def mrope_greedy(model, embeds, before: int, kept, after: int, max_new_tokens: i
     positions = mrope_positions(before, kept, (side, side), after)
     out = model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
     prefill, cache = out.logits[0, -1].float(), out.cache
-    nxt = int(positions.max()) + 1
+    nxt = before + side + after  # where the unpruned layout continues (the runtime's rule)
     generated: list[int] = []
     eos = _eos(model)
     while len(generated) < max_new_tokens:

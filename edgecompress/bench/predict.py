@@ -5,7 +5,7 @@ user how far a deployment is from the device's limit. The model is the simplest 
 right in kind for these stages:
 
 - vision and prefill are bound by compute: their FLOPs (``edgecompress.flops``: the tower to the
-  feature layer, the projector on K tokens (Qwen2.5-VL: the whole tower, the merger on K); the
+  feature layer, the projector on K tokens (Qwen2.5-VL: the whole tower, the merger on all N); the
   language model over the whole prompt, FastV's layers after the pruning layer on the pruned
   length) at the profile's peak dense fp16 Tensor-Core rate;
 - a decode step is bound by memory: it reads the decoder's weights once (their bytes on disk in

@@ -5,7 +5,7 @@
 What differs from LLaVA, and how each difference becomes a static graph:
 
 - No CLS token. A method ranks the image tokens by what it can compute without one: the
-  attention each token *receives* (``received``: the mean over queries and heads at a
+  attention each token *receives* (``received``: the mean over queries, summed over heads, at a
   full-attention block, from that block's q and k, in fp32), or duplication among the tokens
   (``dart``), or a fixed draw (``random``). Methods that need a CLS row (HiRED, VisionZip, ...)
   are refused with the alternatives.
@@ -128,6 +128,10 @@ class QwenVLAdapter(FamilyAdapter):
 
     def check_method(self, method: Method) -> None:
         if method.stage == "vision" and set(method.needs) <= QWEN_NEEDS:
+            if "received_attention" in method.needs and not self.vision_config.fullatt_block_indexes:
+                raise EdgeCompressError(f"method {method.name!r} reads a full-attention block, and this checkpoint's "
+                                        "vision tower has none (fullatt_block_indexes is empty)",
+                                        hint="Use dart, divprune or random.")
             return
         from edgecompress.methods import methods
 
@@ -300,8 +304,12 @@ class QwenPrunedVision(nn.Module):
         self.blocks = visual.blocks
         self.merger = visual.merger
         self.full = set(int(i) for i in vc.fullatt_block_indexes)
-        # the block whose attention a method reads: the last full-attention block
+        # the block whose attention a method reads: the last full-attention block (check_method
+        # refuses ``received`` on a tower without one)
         self.attention_block = max(self.full) if self.full else len(self.blocks) - 1
+        # fp16: Qwen2.5-VL's tower is known to overflow fp16 in its later blocks (vLLM clamps the
+        # residual stream for it); the graph clamps to fp16's finite range after every residual add
+        self.clamp = torch.finfo(torch.float16).max - 1000 if self.dtype == torch.float16 else None
         self.register_buffer("patch_weight", visual.patch_embed.proj.weight.detach().reshape(vc.hidden_size, -1),
                              persistent=False)
         window_index, self.window = window_layout(adapter)
@@ -332,10 +340,14 @@ class QwenPrunedVision(nn.Module):
         heads, patches, d = q.shape
         if i not in self.full:  # equal windows, contiguous in window order: a batch of attentions
             q, k, v = (t.reshape(heads, patches // self.window, self.window, d) for t in (q, k, v))
-        weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * d**-0.5, dim=-1, dtype=torch.float32).to(q.dtype)
+        # q scaled before q k^T (transformers scales after): the same in fp32, no fp16 overflow of the product
+        weights = torch.softmax(torch.matmul(q * d**-0.5, k.transpose(-1, -2)), dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(weights, v).reshape(heads, patches, d).transpose(0, 1).reshape(patches, -1)
-        hidden = hidden + block.attn.proj(out)
-        return hidden + block.mlp(block.norm2(hidden))
+        hidden = self.finite(hidden + block.attn.proj(out))
+        return self.finite(hidden + block.mlp(block.norm2(hidden)))
+
+    def finite(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self.clamp is None else hidden.clamp(-self.clamp, self.clamp)
 
     def received(self, block, hidden: torch.Tensor) -> torch.Tensor:
         """Attention received by each merged token at a full-attention block [1, H, N] (fp32, raster

@@ -108,6 +108,14 @@ class Pipeline:
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
                         if manifest.packs_newlines else None)
         self.mrope = manifest.positions  # Qwen2.5-VL: 3 x S positions from the kept tokens' grid places
+        rows = len(manifest.graphs["decoder"].input("position_ids").shape) if "decoder" in manifest.graphs else 2
+        if (rows == 3) != (self.mrope is not None):
+            raise EdgeCompressError(f"bundle {bundle}: its decoder takes position ids of rank {rows}, which does not match "
+                                    f"its manifest's positions record ({'mrope' if self.mrope else 'none'})",
+                                    hint="The bundle is damaged or was edited: re-export it.")
+        if self.mrope is not None and "decoder" in manifest.onnxruntime_graphs:
+            raise EdgeCompressError(f"bundle {bundle} pairs mRoPE positions with the fused decoder graph, whose attention "
+                                    "rotates by one position per token", hint="Re-export it without --decoder-ops onnxruntime.")
         if self.mrope is not None and fast_preprocess:
             raise EdgeCompressError("--fast-preprocess is for LLaVA-1.5 bundles; a Qwen2.5-VL bundle resizes to its "
                                     "fixed grid directly", hint="Drop --fast-preprocess.")
@@ -278,8 +286,9 @@ class Pipeline:
 
     def decode(self, next_logits: np.ndarray, past, position: int, max_new_tokens: int, on_text, ignore_eos: bool,
                delta: int = 0):
-        """Greedy decoding from the logits after a prefill whose next cache slot is ``position``
-        (its position id ``position + delta``):
+        """Greedy decoding from the logits after a prefill whose next token sits at ``position``
+        (the prompt's length as the language model numbered it; its position id ``position +
+        delta``; after a FastV prefill the cache is shorter than that):
         (tokens, the cache, why it stopped, decoder calls). The last token is not fed back (nothing
         reads its logits), so the cache ends before it; an end-of-sequence token is not kept."""
         generated: list[int] = []
