@@ -3,6 +3,7 @@ and by the FastV and quantized-weights tests, on their own bundles)."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 from pathlib import Path
@@ -23,6 +24,23 @@ def write_photos(root: Path) -> list[Path]:
         scene(*size, seed=i).save(path, quality=90) if suffix == "jpg" else scene(*size, seed=i).save(path)
         paths.append(path)
     return paths
+
+
+def c_api(build: Path):
+    """The C API of the built library through ctypes, its functions' types declared."""
+    lib = ctypes.CDLL(str(build / "libedgecompress_runtime.so"))
+    lib.ec_pipeline_load.restype = ctypes.c_void_p
+    lib.ec_pipeline_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.ec_generate.restype = ctypes.c_void_p
+    lib.ec_generate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, C_CALLBACK,
+                                ctypes.c_void_p]
+    lib.ec_last_error.restype = ctypes.c_char_p
+    lib.ec_free.argtypes = [ctypes.c_void_p]
+    lib.ec_pipeline_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+C_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)  # ec_generate's streaming callback
 
 
 def run_app(build: Path, *args: str) -> subprocess.CompletedProcess:

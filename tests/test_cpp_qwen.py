@@ -22,7 +22,7 @@ from edgecompress_runtime.bundle import open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.pipeline import Pipeline
 from edgecompress_runtime.qwen import mrope_positions, patch_rows
-from tests.cpp_parity import MAX_NEW, PROMPTS, assert_same_answers, run_app
+from tests.cpp_parity import C_CALLBACK, MAX_NEW, PROMPTS, assert_same_answers, c_api, run_app
 from tests.helpers import scene
 
 
@@ -92,15 +92,8 @@ def test_mrope_positions_equal_python(cpp_build, qwen_bundles, photos):
 
 def test_c_api_on_a_qwen_bundle(cpp_build, qwen_bundles, photos):
     """ec_pipeline_load / ec_generate through ctypes: the Python text, streamed in pieces."""
-    lib = ctypes.CDLL(str(cpp_build / "libedgecompress_runtime.so"))
-    lib.ec_pipeline_load.restype = ctypes.c_void_p
-    lib.ec_pipeline_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
-    callback_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
-    lib.ec_generate.restype = ctypes.c_void_p
-    lib.ec_generate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, callback_type, ctypes.c_void_p]
-    lib.ec_last_error.restype = ctypes.c_char_p
-    lib.ec_free.argtypes = [ctypes.c_void_p]
-    lib.ec_pipeline_free.argtypes = [ctypes.c_void_p]
+    lib = c_api(cpp_build)
+    callback_type = C_CALLBACK
     bundle = qwen_bundles["received"]
     pipe = lib.ec_pipeline_load(str(bundle).encode(), b"onnxruntime", 1)
     assert pipe, lib.ec_last_error()

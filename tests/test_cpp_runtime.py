@@ -19,7 +19,7 @@ import pytest
 
 from edgecompress_runtime.pipeline import Pipeline
 from tests.cpp_build import build_cpp
-from tests.cpp_parity import MAX_NEW, PROMPTS, assert_same_answers, run_app, write_photos
+from tests.cpp_parity import C_CALLBACK, MAX_NEW, PROMPTS, assert_same_answers, c_api, run_app, write_photos
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,8 @@ def test_unit_tests_pass(build):
 
 def test_c_api_from_another_language(build, bundles, photos):
     """The C API through Python's ctypes: the answer, streamed pieces, and errors as strings."""
-    lib = ctypes.CDLL(str(build / "libedgecompress_runtime.so"))
-    lib.ec_pipeline_load.restype = ctypes.c_void_p
-    lib.ec_pipeline_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
-    callback_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
-    lib.ec_generate.restype = ctypes.c_void_p
-    lib.ec_generate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, callback_type, ctypes.c_void_p]
-    lib.ec_last_error.restype = ctypes.c_char_p
-    lib.ec_free.argtypes = [ctypes.c_void_p]
-    lib.ec_pipeline_free.argtypes = [ctypes.c_void_p]
+    lib = c_api(build)
+    callback_type = C_CALLBACK
 
     assert lib.ec_pipeline_load(b"/no/such/bundle", None, 0) is None
     assert lib.ec_last_error() == b"bundle /no/such/bundle does not exist"

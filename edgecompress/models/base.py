@@ -202,6 +202,24 @@ class FamilyAdapter:
 
         return AutoProcessor.from_pretrained(self.text_source)
 
+    def chat_renderer(self):
+        """What renders the checkpoint's chat template (an object with ``apply_chat_template``):
+        transformers' processor; None where there is none offline."""
+        if self.text_source is None:
+            return None
+        from transformers import AutoProcessor
+
+        try:
+            return AutoProcessor.from_pretrained(self.text_source)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _render(self, renderer, messages) -> str | None:
+        try:
+            return renderer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except (OSError, ValueError, TypeError):
+            return None
+
     def chat_prompt_template(self) -> str:
         """The checkpoint's chat template rendered for one user turn, with {prompt} for the text.
 
@@ -209,15 +227,10 @@ class FamilyAdapter:
         the user's text into this string. Falls back to the recipe's template.
         """
         sentinel = "EDGECOMPRESS_PROMPT_SENTINEL"
-        if self.text_source is not None:
-            from transformers import AutoProcessor
-
-            try:
-                processor = AutoProcessor.from_pretrained(self.text_source)
-                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
-                text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            except (OSError, ValueError, TypeError):
-                text = None
+        renderer = self.chat_renderer()
+        if renderer is not None:
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
+            text = self._render(renderer, messages)
             if text and text.count(sentinel) == 1:
                 return text.replace(sentinel, "{prompt}")
         return self.prompt_template
@@ -228,19 +241,16 @@ class FamilyAdapter:
         "</s>USER: {prompt} ASSISTANT:". None where the template is unavailable or does not render
         a two-turn chat as the one-turn prompt, the answer, then the rest (the runtime then refuses
         follow-ups rather than guess the separators)."""
-        if self.text_source is None:
+        renderer = self.chat_renderer()
+        if renderer is None:
             return None
-        from transformers import AutoProcessor
-
         first, answer, second = "EDGECOMPRESS_FIRST", "EDGECOMPRESS_ANSWER", "EDGECOMPRESS_SECOND"
-        try:
-            processor = AutoProcessor.from_pretrained(self.text_source)
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": first}]}]
-            one = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            messages += [{"role": "assistant", "content": [{"type": "text", "text": answer}]},
-                         {"role": "user", "content": [{"type": "text", "text": second}]}]
-            two = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except (OSError, ValueError, TypeError):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": first}]}]
+        one = self._render(renderer, messages)
+        messages += [{"role": "assistant", "content": [{"type": "text", "text": answer}]},
+                     {"role": "user", "content": [{"type": "text", "text": second}]}]
+        two = self._render(renderer, messages)
+        if one is None or two is None:
             return None
         # The answer follows the one-turn prompt after at most whitespace (the model writes its own leading space).
         if not (two.startswith(one) and two.count(answer) == 1 and two.count(second) == 1

@@ -225,35 +225,9 @@ class QwenVLAdapter(FamilyAdapter):
                                 hint="Use a vision-stage method: received or dart.")
 
     # -- text assets: the tokenizer's chat template (Qwen's processor class needs torchvision) --------
-    def chat_prompt_template(self) -> str:
-        sentinel = "EDGECOMPRESS_PROMPT_SENTINEL"
-        tokenizer = self._tokenizer()
-        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sentinel}]}]
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            if text.count(sentinel) == 1 and text.count("<|image_pad|>") == 1:
-                return text.replace(sentinel, "{prompt}")
-        return self.prompt_template
-
-    def chat_follow_up_template(self) -> str | None:
-        tokenizer = self._tokenizer()
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            return None
-        first, answer, second = "EDGECOMPRESS_FIRST", "EDGECOMPRESS_ANSWER", "EDGECOMPRESS_SECOND"
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": first}]}]
-        one = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        messages += [{"role": "assistant", "content": [{"type": "text", "text": answer}]},
-                     {"role": "user", "content": [{"type": "text", "text": second}]}]
-        two = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if not (two.startswith(one) and two.count(answer) == 1 and two.count(second) == 1
-                and not two[len(one):two.index(answer)].strip()):
-            return None
-        return two[two.index(answer) + len(answer):].replace(second, "{prompt}")
-
-    def load_processor(self) -> "QwenProcessor":
-        return QwenProcessor(self.text_source, self.image_size, self.preprocess.get("resample", "bicubic"))
-
-    def _tokenizer(self):
+    def chat_renderer(self):
+        """The tokenizer, which carries Qwen's chat template (Qwen2_5_VLProcessor cannot be built
+        without torchvision's video processor)."""
         if self.text_source is None:
             return None
         from transformers import AutoTokenizer
@@ -262,6 +236,9 @@ class QwenVLAdapter(FamilyAdapter):
             return AutoTokenizer.from_pretrained(self.text_source)
         except (OSError, ValueError):
             return None
+
+    def load_processor(self) -> "QwenProcessor":
+        return QwenProcessor(self.text_source, self.image_size, self.preprocess.get("resample", "bicubic"))
 
 
 def window_layout(adapter: QwenVLAdapter) -> tuple[torch.Tensor, int]:

@@ -12,12 +12,17 @@ import torch
 import torch.nn.functional as F
 
 
+def per_head(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, num_heads: int) -> torch.Tensor:
+    """A q or k projection of ``x`` [B, T, D] split into heads, in fp32: [B, H, T, d]."""
+    x = x.float()
+    batch, tokens, dim = x.shape
+    y = F.linear(x, weight.float(), None if bias is None else bias.float())
+    return y.view(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+
+
 def layer_keys(normed: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor | None, num_heads: int) -> torch.Tensor:
     """A layer's attention keys per head, in fp32: [B, 1 + N, D] -> [B, H, 1 + N, d]."""
-    x = normed.float()
-    batch, tokens, dim = x.shape
-    k = F.linear(x, k_weight.float(), None if k_bias is None else k_bias.float())
-    return k.view(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+    return per_head(normed, k_weight, k_bias, num_heads)
 
 
 def cls_attention(
@@ -37,10 +42,8 @@ def cls_attention(
     logits (ToMe's proportional attention: the log of each merged token's size).
     """
     x = normed.float()
-    batch, tokens, dim = x.shape
-    head_dim = dim // num_heads
-    q = F.linear(x[:, :1], q_weight.float(), None if q_bias is None else q_bias.float())
-    q = q.view(batch, 1, num_heads, head_dim).transpose(1, 2)  # [B, H, 1, d]
+    head_dim = x.shape[-1] // num_heads
+    q = per_head(x[:, :1], q_weight, q_bias, num_heads)  # [B, H, 1, d]
     k = layer_keys(x, k_weight, k_bias, num_heads)  # [B, H, S, d]
     logits = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5)  # [B, H, 1, S]
     if bias is not None:
@@ -61,10 +64,7 @@ def received_attention(
     softmax(q k^T / sqrt(d_head)) [B, H, 1 + N, 1 + N] -> mean over queries -> columns 1..N, [B, H, N].
     The score a tower with no CLS token ranks by (method ``received``), here for a CLIP layer."""
     x = normed.float()
-    batch, tokens, dim = x.shape
-    head_dim = dim // num_heads
-    q = F.linear(x, q_weight.float(), None if q_bias is None else q_bias.float())
-    q = q.view(batch, tokens, num_heads, head_dim).transpose(1, 2)
-    k = layer_keys(x, k_weight, k_bias, num_heads)
+    q, k = per_head(x, q_weight, q_bias, num_heads), layer_keys(x, k_weight, k_bias, num_heads)
+    head_dim = q.shape[-1]
     probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5), dim=-1)
     return probs.mean(dim=2)[:, :, 1:]
