@@ -306,9 +306,8 @@ class Pipeline:
             if len(generated) >= max_new_tokens:
                 break
             # original positions: after a pruning prefill too, the next token sits after the whole prompt
-            logits, past = self.backend.decoder(self.embed([token]), self.positions(position + steps, 1, delta), past)
+            next_logits, past = self.backend.step(self.embed_table[token], position + steps + delta, past)
             steps += 1
-            next_logits = logits[0, -1]
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         if stream is not None:
             stream.finish(text)

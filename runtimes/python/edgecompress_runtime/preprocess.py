@@ -8,7 +8,11 @@ transformers' ``load_image`` does.
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +146,58 @@ DRAFT_GAP = 2  # a JPEG decodes at 1/2, 1/4 or 1/8 scale only where >= 2x the ta
 REDUCING_GAP = 1.5  # the fast path: PIL first box-reduces by an integer factor, keeping >= 1.5x the target size (1.0: up to 70/255 off)
 
 
+SUPPORT = {"nearest": 0.5, "box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}  # PIL's filters
+
+
+@lru_cache(maxsize=1)
+def _workers() -> ThreadPoolExecutor | None:
+    """Two threads for the fast path's resize, where the process may use two cores: PIL releases
+    the GIL while it reduces and resamples, and each half of the rows is its own call."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return ThreadPoolExecutor(2, thread_name_prefix="edgecompress-resize") if cores >= 2 else None
+
+
+def resize_region(image: Image.Image, size: tuple[int, int], resample: str,
+                  box: tuple[float, float, float, float], reducing_gap: float) -> np.ndarray:
+    """``image.resize(size, resample, box=box, reducing_gap=reducing_gap)`` as uint8 HWC, its two
+    steps (the integer box reduction, then the filter) each split into a top and a bottom half run
+    on two threads. The reduction's halves meet at a whole block, so they are bit-identical to one
+    call; the filter's halves compute every coefficient over the whole image (PIL clamps the
+    filter window to the image, not the box), so they differ from one call only where a half's
+    box edge rounds differently in float: at most 1/255 (tests/test_preprocess_fast.py)."""
+    workers = _workers()
+    if workers is None:
+        return np.asarray(image.resize(size, RESAMPLE[resample], box=box, reducing_gap=reducing_gap))
+    out_w, out_h = size
+    factor_x = int((box[2] - box[0]) / out_w / reducing_gap) or 1
+    factor_y = int((box[3] - box[1]) / out_h / reducing_gap) or 1
+    if factor_x > 1 or factor_y > 1:  # PIL's own reduction step (Image.resize with reducing_gap), its box included
+        support = SUPPORT[resample] - 0.5
+        sx, sy = (box[2] - box[0]) / out_w * support, (box[3] - box[1]) / out_h * support
+        x0, y0 = max(0, int(box[0] - sx)), max(0, int(box[1] - sy))
+        x1, y1 = min(image.size[0], math.ceil(box[2] + sx)), min(image.size[1], math.ceil(box[3] + sy))
+        middle = y0 + (y1 - y0) // factor_y // 2 * factor_y
+        halves = [workers.submit(image.reduce, (factor_x, factor_y), (x0, top, x1, bottom))
+                  for top, bottom in ((y0, middle), (middle, y1)) if bottom > top]
+        parts = [half.result() for half in halves]
+        reduced = Image.new(image.mode, (parts[0].size[0], sum(part.size[1] for part in parts)))
+        for part, top in zip(parts, (0, parts[0].size[1])):
+            reduced.paste(part, (0, top))
+        image = reduced
+        box = ((box[0] - x0) / factor_x, (box[1] - y0) / factor_y, (box[2] - x0) / factor_x, (box[3] - y0) / factor_y)
+    rows = out_h // 2
+    split = box[1] + (box[3] - box[1]) * rows / out_h
+    halves = [workers.submit(image.resize, (out_w, height), RESAMPLE[resample], (box[0], top, box[2], bottom))
+              for height, top, bottom in ((rows, box[1], split), (out_h - rows, split, box[3]))]
+    return np.concatenate([np.asarray(half.result()) for half in halves])
+
+
 def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str) -> np.ndarray | None:
     """The fast path: resize only the centre crop's region (``resize(box=...)``: nothing is
     computed for the parts the crop throws away) after PIL's integer box reduction
-    (``reducing_gap``). None, for the exact path, where the image is enlarged along either side
-    (small images are cheap, and PIL's region resize rounds differently when enlarging: up to
-    20/255 measured on noise) or the crop needs padding."""
+    (``reducing_gap``), on two threads (``resize_region``). None, for the exact path, where the
+    image is enlarged along either side (small images are cheap, and PIL's region resize rounds
+    differently when enlarging: up to 20/255 measured on noise) or the crop needs padding."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
@@ -157,7 +207,7 @@ def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str
     left, top = (new_w - crop) // 2, (new_h - crop) // 2
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
-    return np.asarray(image.resize((crop, crop), RESAMPLE[resample], box=box, reducing_gap=REDUCING_GAP))
+    return resize_region(image, (crop, crop), resample, box, REDUCING_GAP)
 
 
 def crop_pixels(image: str | Path | Image.Image, params: dict[str, Any], *, fast: bool = False) -> np.ndarray:

@@ -9,7 +9,7 @@ graph takes that from two inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,10 +24,10 @@ def length_feeds(past_length: int, new_tokens: int) -> dict[str, np.ndarray]:
     return {SEQLENS_K: np.array([total - 1], dtype=np.int32), TOTAL_LENGTH: np.array(total, dtype=np.int32)}
 
 
-@dataclass(frozen=True)
-class SharedCache:
+class SharedCache(NamedTuple):
     """The ``past`` a shared-buffer backend hands out: how many positions of its buffers are
     valid. The buffers are the backend's own, so each step overwrites what an older handle saw:
-    only the latest one can be continued."""
+    only the latest one can be continued. (A named tuple: made at every decode step, 3x cheaper
+    than a frozen dataclass.)"""
 
     length: int

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecompress_runtime.backends import decode_step, position_shape
 from edgecompress_runtime.bundle import inside, sha256_file
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Engines, Manifest
@@ -126,6 +127,7 @@ class TensorRTBackend:
         self._layers = lm.num_layers
         self._empty = np.zeros((1, lm.num_kv_heads, 0, lm.head_dim), dtype=np.dtype(decoder.input("past.0.key").dtype))
         self._embeds_dtype = np.dtype(decoder.input("inputs_embeds").dtype)
+        self.position_shape = position_shape(manifest)
         # after a pruning prefill graph (FastV) the decoder engine has one profile: decode
         self._decode_profile = 0 if manifest.decoder_pruning is not None else 1
 
@@ -183,6 +185,9 @@ class TensorRTBackend:
         out = self._run("decoder", feeds, optimization_profile=0 if prefill else self._decode_profile)
         present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self._layers)]
         return out["logits"], present
+
+    def step(self, embedding, position, past):
+        return decode_step(self, embedding, position, past)
 
     def prefill(self, inputs_embeds, position_ids):
         if "prefill" not in self._engines:
