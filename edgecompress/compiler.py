@@ -119,7 +119,8 @@ def export_bundle(
     one; TensorRT still builds from the standard graph.
 
     ``pixel_input`` uint8: the vision graph takes the centre crop as uint8 HWC (``pixels``) and
-    normalises inside (``edgecompress.models.pixel_input``); LLaVA-1.5 only.
+    normalises inside (``edgecompress.models.pixel_input``); ``frame:WxH``: it takes whole uint8
+    frames of that size (``frame``) and resizes, crops and normalises inside. LLaVA-1.5 only.
 
     ``image_size`` (Qwen2.5-VL): the square every image is resized to, in place of the recipe's;
     it fixes the patch grid, N and so K.
@@ -173,11 +174,15 @@ def export_bundle(
     check_decoder_ops(decoder_ops, chosen, vision_only, adapter.family)  # a checkpoint folder's family is known only now
     if quant is not None and adapter.family == "qwen2.5-vl":
         resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only, adapter.family)
-    if pixel_input == "uint8":
-        check_pixel_input(pixel_input, adapter.family)
+    pixels, frame = check_pixel_input(pixel_input, adapter.family)
+    if pixels == "uint8":
         from edgecompress.models.pixel_input import uint8_vision_plan
 
         exported = uint8_vision_plan(plan, adapter.preprocess)
+    elif pixels == "frame":
+        from edgecompress.models.pixel_input import frame_vision_plan
+
+        exported = frame_vision_plan(plan, adapter.preprocess, *frame)
     pruning = plan.extra.get("decoder_pruning")  # what the prefill graph bakes in, for a decoder-stage method
 
     graphs: dict[str, Any] = {}
@@ -228,7 +233,9 @@ def export_bundle(
         adapter.write_assets(plan, writer.staging, precision)
         with steps.step("write", f"Writing bundle {out}"):
             writer.manifest = build_manifest(spec, adapter, plan, precision, graphs, text, random_weights)
-            writer.manifest["preprocess"]["pixel_input"] = pixel_input
+            writer.manifest["preprocess"]["pixel_input"] = pixels
+            if frame is not None:
+                writer.manifest["preprocess"]["frame_size"] = list(frame)  # [width, height]
             if quant is not None:
                 writer.manifest["weights"] = record
             if decoder_ops == "onnxruntime" and not vision_only:
@@ -388,20 +395,36 @@ def check_image_size(image_size: int | None, family: str | None) -> None:
                                 "attention window)", hint="Use 448 (256 tokens), 560, 672 (576 tokens), ...")
 
 
-PIXEL_INPUTS = ("float", "uint8")
+PIXEL_INPUTS = ("float", "uint8", "frame:WxH")
+MAX_FRAME_SIDE = 8192
 
 
-def check_pixel_input(pixel_input: str, family: str | None) -> None:
-    if pixel_input not in PIXEL_INPUTS:
-        raise EdgeCompressError(f"unknown --pixel-input {pixel_input!r}", hint=f"Use one of: {', '.join(PIXEL_INPUTS)}.")
-    if pixel_input == "uint8" and family == "llava-next":
-        raise EdgeCompressError("--pixel-input uint8 is for LLaVA-1.5 bundles: a LLaVA-NeXT vision graph takes "
+def parse_pixel_input(pixel_input: str) -> tuple[str, tuple[int, int] | None]:
+    """("float" | "uint8" | "frame", the frame's (width, height) for frame:WxH)."""
+    if pixel_input in ("float", "uint8"):
+        return pixel_input, None
+    kind, _, size = pixel_input.partition(":")
+    width, _, height = size.lower().partition("x")
+    if kind != "frame" or not width.isdigit() or not height.isdigit():
+        raise EdgeCompressError(f"unknown --pixel-input {pixel_input!r}",
+                                hint=f"Use one of: {', '.join(PIXEL_INPUTS)} (e.g. frame:1920x1080, the camera's frame size).")
+    frame = int(width), int(height)
+    if not all(14 <= side <= MAX_FRAME_SIDE for side in frame):
+        raise EdgeCompressError(f"--pixel-input {pixel_input}: each side of a frame must be 14 to {MAX_FRAME_SIDE} pixels")
+    return "frame", frame
+
+
+def check_pixel_input(pixel_input: str, family: str | None) -> tuple[str, tuple[int, int] | None]:
+    kind, frame = parse_pixel_input(pixel_input)
+    if kind != "float" and family == "llava-next":
+        raise EdgeCompressError(f"--pixel-input {pixel_input} is for LLaVA-1.5 bundles: a LLaVA-NeXT vision graph takes "
                                 "several resized tiles padded into fixed slots, which the runtime still normalises",
                                 hint="Export LLaVA-NeXT without --pixel-input (float pixels).")
-    if pixel_input == "uint8" and family == "qwen2.5-vl":
-        raise EdgeCompressError("--pixel-input uint8 is for LLaVA-1.5 bundles: a Qwen2.5-VL vision graph takes patch "
+    if kind != "float" and family == "qwen2.5-vl":
+        raise EdgeCompressError(f"--pixel-input {pixel_input} is for LLaVA-1.5 bundles: a Qwen2.5-VL vision graph takes patch "
                                 "rows, which the runtime cuts from the normalised image",
                                 hint="Export Qwen2.5-VL without --pixel-input (float pixels).")
+    return kind, frame
 
 
 DECODER_OPS = ("standard", "onnxruntime")

@@ -112,6 +112,16 @@ PreprocessParams preprocess_params(const Reader& reader) {
     params.rescale_factor = reader.raw("rescale_factor").get<double>();
   }
   if (reader.has("pixel_input")) params.pixel_input = reader.str("pixel_input");
+  if (params.pixel_input != "float" && params.pixel_input != "uint8" && params.pixel_input != "frame")
+    throw Error("the bundle takes pixel input '" + params.pixel_input + "', which this runtime does not know",
+                "Update the C++ runtime to the version that exported the bundle.");
+  if (params.pixel_input == "frame") {  // export --pixel-input frame:WxH: [width, height]
+    const json& frame = reader.list("frame_size");
+    if (frame.size() != 2 || !std::all_of(frame.begin(), frame.end(), [](const json& v) { return v.is_number_integer() && v.get<int64_t>() > 0; }))
+      throw malformed(reader.source(), reader.key("frame_size"), "[width, height] of positive integers");
+    params.frame_width = frame[0].get<int>();
+    params.frame_height = frame[1].get<int>();
+  }
   // Qwen2.5-VL's fixed square and patch layout: required where the manifest has mRoPE positions
   const std::pair<const char*, int*> layout[] = {{"image_size", &params.image_size}, {"patch_size", &params.patch_size},
                                                  {"temporal_patch_size", &params.temporal_patch_size},

@@ -116,6 +116,17 @@ struct Pipeline::Impl {
       return {Feed{"pixel_values", {patch_count(params), patch_row_size(params)}, patch_rows(image, params), {}, {}}};
     if (!manifest.anyres) {
       int crop = params.crop_size;
+      if (params.pixel_input == "frame") {  // the graph resizes, crops and normalises: feed the frame as it is
+        if (image.width != params.frame_width || image.height != params.frame_height) {
+          const std::string want = std::to_string(params.frame_width) + "x" + std::to_string(params.frame_height);
+          const std::string got = std::to_string(image.width) + "x" + std::to_string(image.height);
+          throw Error("the image is " + got + "; this bundle's vision graph takes " + want +
+                          " frames (exported with --pixel-input frame:" + want + ")",
+                      "Feed frames of " + want + ", or export a bundle for this size (--pixel-input frame:" + got +
+                          ") or for any size (without --pixel-input).");
+        }
+        return {Feed{"frame", {1, image.height, image.width, 3}, {}, {}, image.pixels}};
+      }
       if (params.pixel_input == "uint8")  // the graph normalises: feed the 8-bit crop, HWC
         return {Feed{"pixels", {1, crop, crop, 3}, {}, {}, crop_pixels(image, params).pixels}};
       return {Feed{"pixel_values", {1, 3, crop, crop}, preprocess(image, params), {}, {}}};

@@ -14,7 +14,7 @@ from edgecompress_runtime.bundle import inside, open_bundle
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
 from edgecompress_runtime.anyres import preprocess_anyres
-from edgecompress_runtime.preprocess import crop_pixels, preprocess
+from edgecompress_runtime.preprocess import crop_pixels, frame_pixels, preprocess
 from edgecompress_runtime.qwen import mrope_positions, patch_rows, step_positions
 
 
@@ -103,8 +103,17 @@ class Pipeline:
             self.k = self.pruning.image_tokens
         self.anyres = manifest.anyres  # LLaVA-NeXT: tiling, and how image tokens are packed
         self.vision_inputs = [t.name for t in manifest.graphs["vision"].inputs]
-        # export --pixel-input uint8: the vision graph takes the uint8 crop and normalises inside
-        self.uint8_pixels = manifest.preprocess.get("pixel_input", "float") == "uint8"
+        # export --pixel-input uint8: the vision graph takes the uint8 crop and normalises inside;
+        # frame:WxH: it takes whole frames of one size and resizes, crops and normalises inside
+        pixel_input = manifest.preprocess.get("pixel_input", "float")
+        if pixel_input not in ("float", "uint8", "frame"):
+            raise EdgeCompressError(f"bundle {bundle} takes pixel input {pixel_input!r}, which this runtime does not know",
+                                    hint="Update edgecompress_runtime to the version that exported the bundle.")
+        self.uint8_pixels = pixel_input == "uint8"
+        self.frame_size = tuple(manifest.preprocess["frame_size"]) if pixel_input == "frame" else None
+        if self.frame_size is not None and fast_preprocess:
+            raise EdgeCompressError("--fast-preprocess has nothing to do for this bundle: its vision graph resizes the "
+                                    "frame itself", hint="Drop --fast-preprocess.")
         self.newline = (np.load(inside(self.bundle, manifest.newline_file), allow_pickle=False)
                         if manifest.packs_newlines else None)
         self.mrope = manifest.positions  # Qwen2.5-VL: 3 x S positions from the kept tokens' grid places
@@ -176,6 +185,8 @@ class Pipeline:
         """
         if self.mrope is not None:  # Qwen2.5-VL: the fixed grid's patch rows
             return {"pixel_values": patch_rows(image, self.manifest.preprocess)}, None
+        if self.frame_size is not None:  # the graph resizes, crops and normalises: hand it the frame
+            return {"frame": frame_pixels(image, self.frame_size)}, None
         if self.anyres is None and self.uint8_pixels:  # the graph normalises: hand it the crop as it is
             return {"pixels": crop_pixels(image, self.manifest.preprocess, fast=self.fast_preprocess)[None]}, None
         if self.anyres is None:

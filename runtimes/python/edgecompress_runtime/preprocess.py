@@ -230,3 +230,25 @@ def preprocess(image: str | Path | Image.Image, params: dict[str, Any], *, fast:
     integer box reduction; pixels differ from the exact path by at most 4/255 (mean < 1/255; the
     tests hold both bounds), for several times less work on a camera frame."""
     return normalize(crop_pixels(image, params, fast=fast), params)[None]
+
+
+def frame_pixels(image, frame_size: tuple[int, int]) -> np.ndarray:
+    """uint8 [1, H, W, 3] for a bundle exported with ``--pixel-input frame:WxH``, whose vision
+    graph resizes, crops and normalises: a uint8 RGB array [H, W, 3] as a camera hands it over
+    (no copy when contiguous), or an image file or PIL image (EXIF orientation, RGB). Its size
+    must be the bundle's frame size."""
+    width, height = frame_size
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise EdgeCompressError(f"a frame array must be uint8 [height, width, 3] (RGB), got {image.dtype} {list(image.shape)}",
+                                    hint="Convert it first, e.g. cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for an OpenCV frame.")
+        pixels, where = image, "given"
+    else:
+        pixels, where = np.asarray(to_rgb(load_image(image))), "given" if isinstance(image, Image.Image) else str(image)
+    if pixels.shape[:2] != (height, width):
+        raise EdgeCompressError(
+            f"image {where} is {pixels.shape[1]}x{pixels.shape[0]}; this bundle's vision graph takes {width}x{height} "
+            f"frames (exported with --pixel-input frame:{width}x{height})",
+            hint=f"Feed frames of {width}x{height}, or export a bundle for this size (--pixel-input "
+                 f"frame:{pixels.shape[1]}x{pixels.shape[0]}) or for any size (without --pixel-input).")
+    return np.ascontiguousarray(pixels)[None]

@@ -29,7 +29,9 @@ struct PreprocessParams {
   double rescale_factor = 1.0 / 255.0;
   std::array<double, 3> image_mean{};
   std::array<double, 3> image_std{};
-  std::string pixel_input = "float";  // "uint8": the vision graph takes the crop as uint8 HWC and normalises it
+  std::string pixel_input = "float";  // "uint8": the vision graph takes the crop as uint8 HWC and normalises it;
+                                      // "frame": it takes whole frames of frame_width x frame_height
+  int frame_width = 0, frame_height = 0;
   int image_size = 0;                 // Qwen2.5-VL: every image resized to image_size x image_size
   int patch_size = 14, temporal_patch_size = 2, merge_size = 2;
 };
