@@ -13,11 +13,13 @@ see the same machine state. A bundle exported with --decoder-ops onnxruntime is 
 its standard decoder graph and its fused one (what the ONNX Runtime backend runs). Printed: prefill ms, decode ms per token, tokens/s (medians), and
 whether the greedy tokens agree.
 
-Each edgecompress runtime runs in a process of its own (a worker started per timed run, its
-loading not timed), as the C++ runtime's tool does: ONNX Runtime sessions in one process each
-keep a thread pool whose idle threads spin, and on a 2-core machine the pools of the sessions not
+Every runtime runs in a process of its own, started per timed run, under one protocol: load
+(not timed), three warm-up generations, then the median of three timed ones (the C++ runtime's
+tool, tests/tools/decode_bench.cpp, does the same). ONNX Runtime sessions in one process each keep
+a thread pool whose idle threads spin, and on a 2-core machine the pools of the sessions not
 running took the cores of the one that was (the Python runtime's decode measured 0.38 ms/token
-next to the other pipelines in-process, 0.29 ms alone). genai runs in this process, alone.
+next to the other pipelines in-process, 0.29 ms alone); and a long-lived process measured
+against fresh ones is not the same measurement either.
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ CPP_TOOL = Path(__file__).resolve().parents[1] / "runtimes" / "cpp" / "build" / 
 
 
 def cpp(bundle: Path, ids: list[int], new_tokens: int, spinning: bool = True) -> tuple[float, float, list[int]]:
-    """The C++ runtime's loop (runtimes/cpp, tests/tools/decode_bench.cpp: its own warm-up, then one
-    timed run; loading is not timed), the same ids, end-of-sequence masked."""
+    """The C++ runtime's loop (runtimes/cpp, tests/tools/decode_bench.cpp: the same protocol as
+    ``timed_runs``; loading is not timed), the same ids, end-of-sequence masked."""
     done = subprocess.run([str(CPP_TOOL), str(bundle), ",".join(map(str, ids)), str(new_tokens)]
                           + ([] if spinning else ["no-spinning"]),
                           capture_output=True, text=True, check=True)
@@ -88,29 +90,45 @@ def cpp(bundle: Path, ids: list[int], new_tokens: int, spinning: bool = True) ->
     return result["prefill_ms"] / 1e3, result["decode_ms_per_token"] / 1e3, result["tokens"]
 
 
-def worker(bundle: Path, fused: bool, spinning: bool, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
-    """``ours`` in a process of its own (three warm-up runs, then one timed run)."""
-    done = subprocess.run([sys.executable, __file__, "--worker", str(bundle), "--fused" if fused else "--standard",
+def worker(bundle: Path, graph: str, spinning: bool, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+    """``ours`` (graph --fused or --standard) or genai's (--genai, ``bundle`` its model folder) in a
+    process of its own, under ``timed_runs``."""
+    done = subprocess.run([sys.executable, __file__, "--worker", str(bundle), graph,
                            "--spinning" if spinning else "--no-spinning", ",".join(map(str, ids)), str(new_tokens)],
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["prefill"], result["decode"], result["tokens"]
 
 
+WARM_UP, TIMED = 3, 3  # per worker process: warm-up generations (a fresh session's first runs grow its arena), timed ones
+
+
+def timed_runs(generate) -> dict:
+    """The worker protocol: WARM_UP generations, then the medians of TIMED ones."""
+    for _ in range(WARM_UP):
+        generate()
+    runs = [generate() for _ in range(TIMED)]
+    return {"prefill": statistics.median(r[0] for r in runs), "decode": statistics.median(r[1] for r in runs),
+            "tokens": runs[-1][2]}
+
+
 def run_worker(argv: list[str]) -> int:
+    graph, ids, new_tokens = argv[1], [int(i) for i in argv[3].split(",")], int(argv[4])
+    if graph == "--genai":
+        import onnxruntime_genai as og
+
+        model = og.Model(argv[0])
+        print(json.dumps(timed_runs(lambda: genai(model, og, ids, new_tokens))))
+        return 0
     from edgecompress_runtime import Pipeline
     from edgecompress_runtime.backends import OnnxRuntimeBackend
     from edgecompress_runtime.bundle import open_bundle
 
-    bundle, graph, spinning, ids, new_tokens = Path(argv[0]), argv[1], argv[2], argv[3], int(argv[4])
+    bundle, spinning = Path(argv[0]), argv[2]
     manifest = open_bundle(bundle)
     backend = OnnxRuntimeBackend(bundle, manifest, fused=graph == "--fused", spinning=spinning == "--spinning")
     pipe = Pipeline(bundle, manifest, backend)
-    tokens = [int(i) for i in ids.split(",")]
-    for _ in range(3):  # a fresh session's first runs grow its memory arena
-        ours(pipe, tokens, new_tokens)
-    prefill, decode, generated = ours(pipe, tokens, new_tokens)
-    print(json.dumps({"prefill": prefill, "decode": decode, "tokens": generated}))
+    print(json.dumps(timed_runs(lambda: ours(pipe, ids, new_tokens))))
     return 0
 
 
@@ -168,21 +186,19 @@ def main() -> int:
         save_language_model(args.bundle, Path(tmp) / "hf")
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(Path(tmp) / "hf"),
                         "-o", str(Path(tmp) / "genai"), "-p", "fp32", "-e", "cpu"], check=True, capture_output=True)
-        model = og.Model(str(Path(tmp) / "genai"))
         with_cpp = CPP_TOOL.exists()  # bash runtimes/cpp/build.sh
         results = {**{name: [] for name in pipes}, **({"edgecompress C++ runtime": []} if with_cpp else {}),
                    "onnxruntime-genai": []}
-        del pipe  # no session of ours in this process while genai runs
-        genai(model, og, ids, args.new_tokens)  # warm-up (each worker warms itself up)
+        del pipe
         for _ in range(args.runs):
             for name, (bundle, fused) in pipes.items():
-                results[name].append(worker(bundle, fused, spinning, ids, args.new_tokens))
+                results[name].append(worker(bundle, "--fused" if fused else "--standard", spinning, ids, args.new_tokens))
             if with_cpp:
                 results["edgecompress C++ runtime"].append(cpp(args.bundle, ids, args.new_tokens, not args.no_spinning))
-            results["onnxruntime-genai"].append(genai(model, og, ids, args.new_tokens))
+            results["onnxruntime-genai"].append(worker(Path(tmp) / "genai", "--genai", True, ids, args.new_tokens))
     print(f"\n{args.bundle.name}'s language model, fp32, {platform.machine()} CPU; onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-genai {og.__version__}; prompt {args.prompt_tokens} tokens, {args.new_tokens} new; medians of "
-          f"{args.runs} alternating runs, each edgecompress runtime in a process of its own\n")
+          f"{args.runs} alternating worker processes, each the median of {TIMED} timed generations after {WARM_UP} warm-ups\n")
     print("| runtime | prefill ms | decode ms / token | decode tokens/s | greedy tokens vs genai |")
     print("|---|---|---|---|---|")
     reference = results["onnxruntime-genai"][0][2]

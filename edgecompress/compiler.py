@@ -141,13 +141,14 @@ def export_bundle(
     quant = resolve_weights(spec, weights, group_size, quantization, calibration, chosen, vision_only)
     family = spec.recipe.family if spec.recipe else None
     check_decoder_ops(decoder_ops, chosen, vision_only, family)
-    check_pixel_input(pixel_input, family)
+    _, frame = check_pixel_input(pixel_input, family)
     check_image_size(image_size, family)
     if family == "qwen2.5-vl" and chosen.stage != "vision":
         raise EdgeCompressError(f"method {method!r} is not available for Qwen2.5-VL: it acts at the {chosen.stage} stage, "
                                 "which this family does not lower yet", hint="Use dart, received, divprune or random.")
     name = default_bundle_name(spec.name, method, budget, layer) + (f"-{quant.format}" if quant else "")
     name += f"-s{image_size}" if image_size else ""
+    name += f"-frame{frame[0]}x{frame[1]}" if frame else ""
     out = Path(out) if out else DEFAULT_OUT_ROOT / name
     check_destination(out, force)
     # torch, transformers and onnx load only now: a mistyped option is refused in a second

@@ -1,5 +1,5 @@
 // decode_bench BUNDLE IDS NEW_TOKENS [no-spinning]: the C++ runtime's language-model loop on given prompt ids
-// (comma-separated), for benchmarks/genai_compare.py: one warm-up, then one timed greedy run with
+// (comma-separated), for benchmarks/genai_compare.py: three warm-ups, then the medians of three timed greedy runs with
 // end-of-sequence masked (as genai's min_length does). Prints one JSON line: prefill_ms,
 // decode_ms_per_token, tokens. Bundle loading is not timed.
 #include <algorithm>
@@ -69,8 +69,19 @@ int main(int argc, char** argv) {
     auto backend = make_backend("onnxruntime", bundle, manifest, 0, "", spinning);
     NpyArray table = NpyArray::open(inside(bundle, *manifest.embeddings_file));
     int64_t rows = manifest.positions ? 3 : 1;
-    run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows);  // warm-up
-    Run result = run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows);
+    // benchmarks/genai_compare.py's protocol: three warm-up generations, then the medians of three timed ones
+    for (int i = 0; i < 3; ++i) run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows);
+    std::vector<Run> runs;
+    for (int i = 0; i < 3; ++i) runs.push_back(run(*backend, table, ids, new_tokens, manifest.eos_token_ids, rows));
+    auto median = [&runs](double Run::*field) {
+      std::vector<double> values;
+      for (const Run& r : runs) values.push_back(r.*field);
+      std::sort(values.begin(), values.end());
+      return values[values.size() / 2];
+    };
+    Run result = runs.back();
+    result.prefill_ms = median(&Run::prefill_ms);
+    result.decode_ms_per_token = median(&Run::decode_ms_per_token);
     std::cout << nlohmann::json{{"prefill_ms", result.prefill_ms}, {"decode_ms_per_token", result.decode_ms_per_token},
                                 {"tokens", result.tokens}}
               << "\n";
