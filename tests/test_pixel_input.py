@@ -72,24 +72,34 @@ def test_verifier_rejects_a_uint8_input_that_feeds_anything_but_a_cast():
     assert "'pixels' feeds Transpose node 'early_transpose'" in findings[0].message
 
 
-def test_unknown_value_and_llava_next_are_refused_before_loading(tmp_path):
+@pytest.mark.parametrize("model,value,message", [
+    ("tiny-llava-random", "int8", "unknown --pixel-input 'int8'"),
+    ("tiny-llava-next", "uint8", "--pixel-input uint8 is for LLaVA-1.5 bundles"),
+    ("tiny-llava-random", "frame:10x10", "each side of a frame must be 14 to 8192"),
+    ("tiny-llava-random", "frame:1920", "unknown --pixel-input 'frame:1920'"),
+    ("tiny-llava-random", "frames:64x64", "unknown --pixel-input 'frames:64x64'"),
+    ("tiny-qwen2.5-vl", "frame:64x64", "--pixel-input frame:64x64 is for LLaVA-1.5 bundles"),
+])
+def test_bad_values_and_other_families_are_refused_before_loading(model, value, message, tmp_path):
     from edgecompress import export_bundle
 
-    with pytest.raises(EdgeCompressError, match="unknown --pixel-input 'int8'"):
-        export_bundle("tiny-llava-random", pixel_input="int8", out=tmp_path / "a")
-    with pytest.raises(EdgeCompressError, match="--pixel-input uint8 is for LLaVA-1.5 bundles"):
-        export_bundle("tiny-llava-next", pixel_input="uint8", out=tmp_path / "b")
+    with pytest.raises(EdgeCompressError, match=message):
+        export_bundle(model, pixel_input=value, out=tmp_path / "a")
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not HAVE_RTX, reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
-def test_tensorrt_rtx_builds_the_uint8_graph(uint8_bundle):
+@pytest.mark.parametrize("name", ["uint8_bundle", "frame_bundle"])
+def test_tensorrt_rtx_builds_the_graph(name, request):
+    """TensorRT's parser takes both: the Cast + Gather of the uint8 crop, and the frame graph's
+    resize (MatMuls on a Cast of the uint8 frame, Floor, Clip) before it."""
     from edgecompress.engine.builder import build_engines
     from edgecompress.engine.profiles import load_profile
     from tests.helpers import assert_engines_match_manifest
 
-    record = build_engines(uint8_bundle, load_profile("rtx-4090"), force=True)
-    assert_engines_match_manifest(uint8_bundle, "rtx-4090", record)
+    bundle = request.getfixturevalue(name)
+    record = build_engines(bundle, load_profile("rtx-4090"), force=True)
+    assert_engines_match_manifest(bundle, "rtx-4090", record)
 
 
 def test_the_cpp_runtime_feeds_uint8_pixels(uint8_bundle, tmp_path):
@@ -187,30 +197,6 @@ def test_frame_bundle_refuses_other_sizes_and_bad_arrays(frame_bundle):
         pipe.generate(np.zeros((479, 641, 3), np.float32), "What is it?")
     with pytest.raises(EdgeCompressError, match="--fast-preprocess has nothing to do"):
         Pipeline.load(frame_bundle, fast_preprocess=True)
-
-
-@pytest.mark.parametrize("value,message", [("frame:10x10", "each side of a frame must be 14 to 8192"),
-                                           ("frame:1920", "unknown --pixel-input 'frame:1920'"),
-                                           ("frames:64x64", "unknown --pixel-input 'frames:64x64'")])
-def test_bad_frame_sizes_are_refused_before_loading(value, message, tmp_path):
-    from edgecompress import export_bundle
-
-    with pytest.raises(EdgeCompressError, match=message):
-        export_bundle("tiny-llava-random", pixel_input=value, out=tmp_path / "a")
-    with pytest.raises(EdgeCompressError, match="--pixel-input frame:64x64 is for LLaVA-1.5 bundles"):
-        export_bundle("tiny-qwen2.5-vl", pixel_input="frame:64x64", out=tmp_path / "b")
-    assert not any(tmp_path.iterdir())
-
-
-@pytest.mark.skipif(not HAVE_RTX, reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
-def test_tensorrt_rtx_builds_the_frame_graph(frame_bundle):
-    """TensorRT's parser takes the resize (MatMuls on a Cast of the uint8 frame, Floor, Clip)."""
-    from edgecompress.engine.builder import build_engines
-    from edgecompress.engine.profiles import load_profile
-    from tests.helpers import assert_engines_match_manifest
-
-    record = build_engines(frame_bundle, load_profile("rtx-4090"), force=True)
-    assert_engines_match_manifest(frame_bundle, "rtx-4090", record)
 
 
 def test_the_cpp_runtime_feeds_whole_frames(frame_bundle, tmp_path):

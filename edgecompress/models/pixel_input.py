@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgecompress.graph.spec import GraphSpec, TensorSpec, VisionPlan
-from edgecompress_runtime.preprocess import normalize_table
+from edgecompress_runtime.preprocess import normalize_table, shortest_edge_size
 
 
 class Uint8Pixels(nn.Module):
@@ -117,10 +117,8 @@ def vertical_first(in_width: int, in_height: int, width: int, height: int) -> bo
 
 def frame_layout(width: int, height: int, params: dict[str, Any]) -> tuple[int, int, int, int]:
     """(resized width, resized height, crop left, crop top) of the exact CLIP path for a frame."""
-    size, crop = int(params["resize_shortest_edge"]), int(params["crop_size"])
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    crop = int(params["crop_size"])
+    new_w, new_h = shortest_edge_size(width, height, int(params["resize_shortest_edge"]))
     return new_w, new_h, (new_w - crop) // 2, (new_h - crop) // 2
 
 

@@ -97,12 +97,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_shortest_edge(image: Image.Image, size: int, resample: str) -> Image.Image:
-    width, height = image.size
+def shortest_edge_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after resizing the shortest edge to ``size`` (transformers' rounding)."""
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    return image.resize((new_w, new_h), resample=RESAMPLE[resample])
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def resize_shortest_edge(image: Image.Image, size: int, resample: str) -> Image.Image:
+    return image.resize(shortest_edge_size(*image.size, size), resample=RESAMPLE[resample])
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
@@ -199,9 +202,7 @@ def resize_and_crop_fast(image: Image.Image, size: int, crop: int, resample: str
     image is enlarged along either side (small images are cheap, and PIL's region resize rounds
     differently when enlarging: up to 20/255 measured on noise) or the crop needs padding."""
     width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    new_w, new_h = shortest_edge_size(width, height, size)
     if new_w < crop or new_h < crop or new_w > width or new_h > height:
         return None
     left, top = (new_w - crop) // 2, (new_h - crop) // 2
