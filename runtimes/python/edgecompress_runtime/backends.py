@@ -146,6 +146,8 @@ class OnnxRuntimeBackend:
         self._embeds_dtype = np.dtype(spec.input("inputs_embeds").dtype)
         self._kv_dtype = np.dtype(spec.input("past.0.key").dtype)
         self._past_names = [t.name for t in spec.inputs[2:]]
+        self._output_names = [t.name for t in spec.outputs]
+        self._device = device
         self._hidden = lm.hidden_size
         self.position_shape = position_shape(manifest)
         self._shared = None
@@ -193,13 +195,23 @@ class OnnxRuntimeBackend:
     def decoder(self, inputs_embeds, position_ids, past):
         if self._shared is not None:
             return self._shared_step(inputs_embeds, position_ids, past)
-        feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
-        for i, (key, value) in enumerate(past):
-            feeds[self._past_names[2 * i]] = key
-            feeds[self._past_names[2 * i + 1]] = value
-        outputs = self._decoder.run(None, feeds)
-        present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
-        return outputs[0], present
+        # The standard graph grows its cache (present = past + the new tokens): each present stays
+        # an OrtValue where ONNX Runtime made it (on the GPU with CUDA) and is bound as the next
+        # step's past, so the cache never goes through numpy or the host; only the logits come back.
+        binding = self._decoder.io_binding()
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=self._embeds_dtype))
+        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids))
+        for name, value in zip(self._past_names, (tensor for pair in past for tensor in pair)):
+            if isinstance(value, np.ndarray):  # the empty cache, or a prefill graph's present
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output(self._output_names[0])  # the logits, on the host
+        for name in self._output_names[1:]:
+            binding.bind_output(name, self._device)
+        self._decoder.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
 
     def _check_fits(self, past: SharedCache, new: int) -> None:
         if past.length + new > self._max_length:

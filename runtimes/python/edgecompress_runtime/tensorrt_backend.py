@@ -4,14 +4,23 @@ Works with ``tensorrt`` (Jetson, datacenter) and ``tensorrt_rtx`` (RTX GPUs), wh
 the engines, with cuda-python for device memory. Before running anything it checks that the
 engines were built for this GPU's compute capability and this TensorRT version.
 
-Buffers are copied between host and device on every call (the KV cache included). That keeps
-the backend simple and the interface identical to ONNX Runtime's; keeping the cache resident on
-the device is the next optimisation.
+The KV cache stays on the device, as in the C++ runtime's TensorRT backend: two sets of device
+buffers, allocated once at the most positions the decoder's optimization profiles allow; a
+decoder (or prefill) call reads its past from one set and writes its present (past + the new
+tokens, contiguous at its own shape) into the other, and the sets swap. Per token only the
+embedding row and the position go to the device and the logits row comes back. The ``past`` it
+hands out is a :class:`DeviceCache` (the valid length of each layer's tensors, and which set
+holds them): only the latest one can be continued. The vision graph's buffers are allocated per
+call (one call per image).
+
+Status: written where there is no GPU (none has been lent to this project); the engine-execution
+test (tests/test_engine.py) runs it where a GPU and TensorRT are present.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +70,15 @@ def check_compatible(record: Engines, trt_version: str, device_cc: str | None) -
             f"the engines were built for compute capability {record.compute_capability}, and this GPU is {device_cc}",
             hint="Rebuild for this GPU's profile: edgecompress build BUNDLE --profile <profile of this GPU>.",
         )
+
+
+@dataclass(frozen=True)
+class DeviceCache:
+    """The ``past`` the TensorRT backend hands out: each layer's valid length (key and value alike;
+    after a pruning prefill the pruned layers hold fewer) and which of the two buffer sets holds it."""
+
+    lengths: tuple[int, ...]
+    slot: int
 
 
 def _cudart():
@@ -125,11 +143,48 @@ class TensorRTBackend:
         self._stream = _call(cudart.cudaStreamCreate())
         lm, decoder = manifest.language_model, manifest.graphs["decoder"]
         self._layers = lm.num_layers
-        self._empty = np.zeros((1, lm.num_kv_heads, 0, lm.head_dim), dtype=np.dtype(decoder.input("past.0.key").dtype))
         self._embeds_dtype = np.dtype(decoder.input("inputs_embeds").dtype)
         self.position_shape = position_shape(manifest)
         # after a pruning prefill graph (FastV) the decoder engine has one profile: decode
         self._decode_profile = 0 if manifest.decoder_pruning is not None else 1
+        self._profile_set = {}
+        self._allocations: list[int] = []
+        engine = self._engines["decoder"]
+        self._kv_names = [f"past.{i}.{part}" for i in range(self._layers) for part in ("key", "value")]
+        self._inputs = {graph: {e.get_tensor_name(i) for i in range(e.num_io_tensors)
+                                if e.get_tensor_mode(e.get_tensor_name(i)) == trt.TensorIOMode.INPUT}
+                        for graph, e in self._engines.items()}
+        kv_item = np.dtype(trt.nptype(engine.get_tensor_dtype("past.0.key"))).itemsize
+        largest = engine.get_tensor_profile_shape("past.0.key", 0)[2]  # (min, opt, max) shapes per profile
+        heads, head_dim = int(largest[1]), int(largest[3])
+        # the longest present any profile allows: its longest past plus its longest new tokens
+        self._max_length = max(int(engine.get_tensor_profile_shape("past.0.key", p)[2][2])
+                               + int(engine.get_tensor_profile_shape("inputs_embeds", p)[2][1])
+                               for p in range(engine.num_optimization_profiles))
+        self._kv_row = (heads, head_dim)
+        size = heads * self._max_length * head_dim * kv_item
+        self._cache = [[self._malloc(size) for _ in self._kv_names] for _ in range(2)]
+        self._staging: dict[str, tuple[int, int]] = {}  # host-fed inputs and the logits: grown to the largest call
+
+    def _malloc(self, nbytes: int) -> int:
+        pointer = _call(self.cudart.cudaMalloc(max(nbytes, 256)))
+        self._allocations.append(pointer)
+        return pointer
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        """A device buffer for ``name`` of at least ``nbytes``, kept and reused."""
+        pointer, size = self._staging.get(name, (0, 0))
+        if size < nbytes:
+            pointer, size = self._malloc(nbytes), max(nbytes, 256)
+            self._staging[name] = (pointer, size)
+        return pointer
+
+    def __del__(self):
+        for pointer in getattr(self, "_allocations", []):
+            try:
+                self.cudart.cudaFree(pointer)
+            except Exception:  # interpreter shutdown: the CUDA module may be gone already
+                break
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], optimization_profile: int | None = None) -> dict[str, np.ndarray]:
         trt, cudart = self.trt, self.cudart
@@ -175,15 +230,54 @@ class TensorRTBackend:
         return out["image_embeds"], out["kept_indices"]
 
     def empty_past(self):
-        return [(self._empty, self._empty) for _ in range(self._layers)]
+        return DeviceCache((0,) * self._layers, 0)
+
+    def _cached_run(self, graph: str, feeds: dict[str, np.ndarray], past: DeviceCache, profile: int,
+                    host_outputs: tuple[str, ...]) -> tuple[dict[str, np.ndarray], DeviceCache]:
+        """Run ``graph`` with its past in one cache set and its present written into the other;
+        ``feeds`` (the embeddings and positions) go to the device, ``host_outputs`` come back."""
+        trt, cudart = self.trt, self.cudart
+        engine, context = self._engines[graph], self._contexts[graph]
+        if self._profile_set.get(graph) != profile:
+            context.set_optimization_profile_async(profile, self._stream)
+            self._profile_set[graph] = profile
+        new = feeds["inputs_embeds"].shape[1]
+        if max(past.lengths) + new > self._max_length:
+            raise EdgeCompressError(f"{max(past.lengths) + new} positions do not fit the engines' {self._max_length}",
+                                    hint="Shorten the prompt or generate fewer tokens.")
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            context.set_input_shape(name, array.shape)
+            pointer = self._buffer(name, array.nbytes)
+            _call(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+            context.set_tensor_address(name, pointer)
+        heads, head_dim = self._kv_row
+        source, target = self._cache[past.slot], self._cache[1 - past.slot]
+        reads_past = "past.0.key" in self._inputs[graph]  # a pruning prefill graph starts from nothing
+        for i, name in enumerate(self._kv_names):
+            if reads_past:
+                context.set_input_shape(name, (1, heads, past.lengths[i // 2], head_dim))
+                context.set_tensor_address(name, source[i])
+            context.set_tensor_address("present" + name[len("past"):], target[i])
+        hosts = {}
+        for name in host_outputs:
+            host = np.empty(tuple(context.get_tensor_shape(name)), dtype=trt.nptype(engine.get_tensor_dtype(name)))
+            context.set_tensor_address(name, self._buffer(name, host.nbytes))
+            hosts[name] = host
+        if not context.execute_async_v3(self._stream):
+            raise EdgeCompressError(f"TensorRT failed to run the {graph} engine")
+        for name, host in hosts.items():
+            _call(cudart.cudaMemcpyAsync(host.ctypes.data, self._staging[name][0], host.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+        _call(cudart.cudaStreamSynchronize(self._stream))
+        lengths = tuple(int(context.get_tensor_shape(f"present.{i}.key")[2]) for i in range(self._layers))
+        return hosts, DeviceCache(lengths, 1 - past.slot)
 
     def decoder(self, inputs_embeds, position_ids, past):
         feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
-        for i, (key, value) in enumerate(past):
-            feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = key, value
-        prefill = past[0][0].shape[2] == 0
-        out = self._run("decoder", feeds, optimization_profile=0 if prefill else self._decode_profile)
-        present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self._layers)]
+        profile = 0 if max(past.lengths) == 0 else self._decode_profile
+        out, present = self._cached_run("decoder", feeds, past, profile, ("logits",))
         return out["logits"], present
 
     def step(self, embedding, position, past):
@@ -194,6 +288,5 @@ class TensorRTBackend:
             raise EdgeCompressError("this bundle has no prefill engine (its method prunes before the language model)",
                                     hint="Prefill with decoder() and an empty cache.")
         feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
-        out = self._run("prefill", feeds, optimization_profile=0)
-        present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self._layers)]
+        out, present = self._cached_run("prefill", feeds, self.empty_past(), 0, ("logits", "kept_indices"))
         return out["logits"], out["kept_indices"], present
