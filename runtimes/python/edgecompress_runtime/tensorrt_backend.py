@@ -175,6 +175,9 @@ class TensorRTBackend:
         """A device buffer for ``name`` of at least ``nbytes``, kept and reused."""
         pointer, size = self._staging.get(name, (0, 0))
         if size < nbytes:
+            if pointer:
+                self._allocations.remove(pointer)
+                _call(self.cudart.cudaFree(pointer))
             pointer, size = self._malloc(nbytes), max(nbytes, 256)
             self._staging[name] = (pointer, size)
         return pointer
