@@ -8,7 +8,7 @@ A backend runs the bundle's two graphs:
 - ``decoder(inputs_embeds [1,S,D], position_ids [1,S], past) -> (logits [1,1,V], present)``
 - ``step(embedding [D], position: int, past) -> (logits [V], present)``: one decode step, the
   token's position id an int (mRoPE: the same in all three rows, as every generated token's);
-  ``decode_step`` below for backends with nothing faster. The ONNX Runtime backend's writes the
+  ``shared_cache.decode_step`` for backends with nothing faster. The ONNX Runtime backend's writes the
   token into inputs bound once and returns a view of its bound logits, valid until the next step
 - ``prefill(inputs_embeds [1,S,D], position_ids [1,S]) -> (logits [1,1,V], kept_indices [1,K], present)``,
   only for a bundle whose method prunes inside the language model (a ``prefill`` graph; FastV):
@@ -29,7 +29,7 @@ import numpy as np
 from edgecompress_runtime.bundle import CONTAINMENT_HINT, external_data_problems, inside
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Manifest
-from edgecompress_runtime.shared_cache import SEQLENS_K, SHARED_BUFFER, TOTAL_LENGTH, SharedCache, length_feeds
+from edgecompress_runtime.shared_cache import SEQLENS_K, SHARED_BUFFER, TOTAL_LENGTH, SharedCache, decode_step, length_feeds
 
 KV = list[tuple[np.ndarray, np.ndarray]]
 
@@ -64,18 +64,6 @@ class Backend(Protocol):
     def step(self, embedding: np.ndarray, position: int, past: KV) -> tuple[np.ndarray, KV]: ...
 
     def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, KV]: ...
-
-
-def position_shape(manifest: Manifest) -> tuple[int, ...]:
-    """The shape of one token's position ids: [1, 1], or mRoPE's [3, 1, 1]."""
-    return (3, 1, 1) if manifest.positions is not None else (1, 1)
-
-
-def decode_step(backend, embedding: np.ndarray, position: int, past: KV) -> tuple[np.ndarray, KV]:
-    """One decode step through ``decoder``: the newest token's embedding row [D] -> its logits [V]."""
-    positions = np.full(backend.position_shape, position, dtype=np.int64)
-    logits, present = backend.decoder(embedding[None, None], positions, past)
-    return logits[0, -1], present
 
 
 def _session(ort, bundle: Path, relative: str, options, providers):
@@ -149,7 +137,7 @@ class OnnxRuntimeBackend:
         self._output_names = [t.name for t in spec.outputs]
         self._device = device
         self._hidden = lm.hidden_size
-        self.position_shape = position_shape(manifest)
+        self.position_shape = manifest.position_shape
         self._shared = None
         if decoder is not None and decoder.kv_cache == SHARED_BUFFER:
             self._shared = self._bind_shared_cache(ort, decoder, device)

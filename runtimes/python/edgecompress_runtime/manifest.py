@@ -162,6 +162,11 @@ class Manifest:
     positions: dict[str, Any] | None = None
 
     @property
+    def position_shape(self) -> tuple[int, ...]:
+        """The shape of one token's position ids: [1, 1], or mRoPE's [3, 1, 1]."""
+        return (3, 1, 1) if self.positions is not None else (1, 1)
+
+    @property
     def recipe_name(self) -> str:
         return str(self.data.get("recipe", {}).get("name", "?"))
 

@@ -1,4 +1,5 @@
-"""The fused decoder graph's KV cache contract (manifest: ``kv_cache: {kind: "shared-buffer"}``).
+"""The fused decoder graph's KV cache contract (manifest: ``kv_cache: {kind: "shared-buffer"}``),
+and the decode step of a backend whose cache is anything else.
 
 Each cache tensor is one buffer [1, kv_heads, max_length, head_dim], allocated once and bound as
 both the graph's ``past`` input and its ``present`` output: GroupQueryAttention writes the new
@@ -31,3 +32,11 @@ class SharedCache(NamedTuple):
     than a frozen dataclass.)"""
 
     length: int
+
+
+def decode_step(backend, embedding: np.ndarray, position: int, past):
+    """One decode step through ``backend.decoder``: the newest token's embedding row [D] at
+    ``position`` -> its logits [V] and the cache (backends with nothing faster: a growing cache)."""
+    positions = np.full(backend.position_shape, position, dtype=np.int64)
+    logits, present = backend.decoder(embedding[None, None], positions, past)
+    return logits[0, -1], present

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecompress_runtime.backends import decode_step, position_shape
 from edgecompress_runtime.bundle import inside, sha256_file
 from edgecompress_runtime.errors import EdgeCompressError
 from edgecompress_runtime.manifest import Engines, Manifest
+from edgecompress_runtime.shared_cache import decode_step
 
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL = {
@@ -144,7 +144,7 @@ class TensorRTBackend:
         lm, decoder = manifest.language_model, manifest.graphs["decoder"]
         self._layers = lm.num_layers
         self._embeds_dtype = np.dtype(decoder.input("inputs_embeds").dtype)
-        self.position_shape = position_shape(manifest)
+        self.position_shape = manifest.position_shape
         # after a pruning prefill graph (FastV) the decoder engine has one profile: decode
         self._decode_profile = 0 if manifest.decoder_pruning is not None else 1
         self._profile_set = {}
