@@ -82,6 +82,23 @@ def test_fused_graph_generates_the_standard_graphs_tokens(fused_bundle, images):
             assert np.abs(b.prefill_logits - a.prefill_logits).max() <= LOGIT_TOLERANCE * scale, (name, prompt)
 
 
+def test_the_standard_graphs_ortvalue_cache_generates_the_numpy_caches_tokens(fused_bundle, images):
+    """The path a GPU takes for the standard graph (its growing cache kept as OrtValues where ONNX
+    Runtime made them, bound as the next past; ``cache_on_device``), run here on CPU OrtValues:
+    exactly the tokens, logits and follow-up turn of the numpy path (the same graph, the same
+    kernels: no tolerance)."""
+    numpy_cache, ortvalues = pipeline(fused_bundle, False), pipeline(fused_bundle, False)
+    assert not numpy_cache.backend.cache_on_device
+    ortvalues.backend.cache_on_device = True
+    for name, image in list(images.items())[:2]:
+        a = numpy_cache.chat(image, "What is in the picture?", max_new_tokens=24)
+        b = ortvalues.chat(image, "What is in the picture?", max_new_tokens=24)
+        assert b.last.token_ids == a.last.token_ids and np.array_equal(b.last.prefill_logits, a.last.prefill_logits), name
+        assert not isinstance(b.past[0][0], np.ndarray)  # the cache never came back to numpy
+        assert b.follow_up("What colour is it?", max_new_tokens=8).token_ids == \
+            a.follow_up("What colour is it?", max_new_tokens=8).token_ids, name
+
+
 def test_fused_graph_reads_position_ids_apart_from_the_cache_length(fused_bundle):
     """After a pruning prefill the next positions run ahead of the cache length; the fused
     attention must rotate by position_ids, not by where it writes in the cache. Rotary

@@ -136,6 +136,10 @@ class OnnxRuntimeBackend:
         self._past_names = [t.name for t in spec.inputs[2:]]
         self._output_names = [t.name for t in spec.outputs]
         self._device = device
+        # the standard graph's growing cache: OrtValues kept on the GPU; numpy arrays on the CPU,
+        # where binding and wrapping ~10 OrtValues a step costs more than the copies it saves
+        # (tiny-llava: 0.54 vs 0.45 ms/token)
+        self.cache_on_device = device != "cpu"
         self._hidden = lm.hidden_size
         self.position_shape = manifest.position_shape
         self._shared = None
@@ -183,9 +187,15 @@ class OnnxRuntimeBackend:
     def decoder(self, inputs_embeds, position_ids, past):
         if self._shared is not None:
             return self._shared_step(inputs_embeds, position_ids, past)
-        # The standard graph grows its cache (present = past + the new tokens): each present stays
-        # an OrtValue where ONNX Runtime made it (on the GPU with CUDA) and is bound as the next
-        # step's past, so the cache never goes through numpy or the host; only the logits come back.
+        if not self.cache_on_device:
+            feeds = {"inputs_embeds": inputs_embeds.astype(self._embeds_dtype, copy=False), "position_ids": position_ids}
+            for name, value in zip(self._past_names, (tensor for pair in past for tensor in pair)):
+                feeds[name] = value
+            outputs = self._decoder.run(None, feeds)
+            return outputs[0], [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
+        # The standard graph grows its cache (present = past + the new tokens): on a GPU each
+        # present stays an OrtValue where ONNX Runtime made it and is bound as the next step's
+        # past, so the cache never crosses to the host; only the logits come back.
         binding = self._decoder.io_binding()
         binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=self._embeds_dtype))
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids))
