@@ -187,7 +187,10 @@ def test_frame_bundle_declares_its_frame_and_answers_as_the_float_bundle(frame_b
     assert len(answers) > 1  # the frames lead to different answers: the graph reads them
 
 
-def test_frame_bundle_refuses_other_sizes_and_bad_arrays(frame_bundle):
+def test_frame_bundle_refuses_other_sizes_and_bad_arrays(frame_bundle, tmp_path):
+    import json
+    import shutil
+
     from edgecompress_runtime import Pipeline
 
     pipe = Pipeline.load(frame_bundle)
@@ -197,6 +200,12 @@ def test_frame_bundle_refuses_other_sizes_and_bad_arrays(frame_bundle):
         pipe.generate(np.zeros((479, 641, 3), np.float32), "What is it?")
     with pytest.raises(EdgeCompressError, match="--fast-preprocess has nothing to do"):
         Pipeline.load(frame_bundle, fast_preprocess=True)
+    damaged = shutil.copytree(frame_bundle, tmp_path / "damaged")
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    manifest["preprocess"]["frame_size"] = [641]
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeCompressError, match=r"preprocess.frame_size should be \[width, height\]"):
+        Pipeline.load(damaged, check_hashes=False)
 
 
 def test_the_cpp_runtime_feeds_whole_frames(frame_bundle, tmp_path):

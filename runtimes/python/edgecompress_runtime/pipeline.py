@@ -61,6 +61,15 @@ class TextStream:
             self.on_text(text[self.emitted:])
 
 
+def frame_size(preprocess: dict, bundle: Path) -> tuple[int, int]:
+    """A frame bundle's [width, height] (manifest ``preprocess.frame_size``)."""
+    size = preprocess.get("frame_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise EdgeCompressError(f"bundle {bundle}: manifest.json preprocess.frame_size should be [width, height] of "
+                                f"positive integers, got {size!r}", hint="The bundle is damaged or incomplete: re-export it.")
+    return size[0], size[1]
+
+
 class Pipeline:
     """A loaded bundle, ready to answer questions about images.
 
@@ -110,7 +119,7 @@ class Pipeline:
             raise EdgeCompressError(f"bundle {bundle} takes pixel input {pixel_input!r}, which this runtime does not know",
                                     hint="Update edgecompress_runtime to the version that exported the bundle.")
         self.uint8_pixels = pixel_input == "uint8"
-        self.frame_size = tuple(manifest.preprocess["frame_size"]) if pixel_input == "frame" else None
+        self.frame_size = frame_size(manifest.preprocess, bundle) if pixel_input == "frame" else None
         if self.frame_size is not None and fast_preprocess:
             raise EdgeCompressError("--fast-preprocess has nothing to do for this bundle: its vision graph resizes the "
                                     "frame itself", hint="Drop --fast-preprocess.")

@@ -149,7 +149,7 @@ DRAFT_GAP = 2  # a JPEG decodes at 1/2, 1/4 or 1/8 scale only where >= 2x the ta
 REDUCING_GAP = 1.5  # the fast path: PIL first box-reduces by an integer factor, keeping >= 1.5x the target size (1.0: up to 70/255 off)
 
 
-SUPPORT = {"nearest": 0.5, "box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}  # PIL's filters
+SUPPORT = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}  # PIL's filters
 
 
 @lru_cache(maxsize=1)
@@ -169,7 +169,7 @@ def resize_region(image: Image.Image, size: tuple[int, int], resample: str,
     filter window to the image, not the box), so they differ from one call only where a half's
     box edge rounds differently in float: at most 1/255 (tests/test_preprocess_fast.py)."""
     workers = _workers()
-    if workers is None:
+    if workers is None or resample == "nearest":  # PIL's nearest neither reduces nor filters: one call
         return np.asarray(image.resize(size, RESAMPLE[resample], box=box, reducing_gap=reducing_gap))
     out_w, out_h = size
     factor_x = int((box[2] - box[0]) / out_w / reducing_gap) or 1
