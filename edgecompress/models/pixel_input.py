@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecompress.errors import EdgeCompressError
 from edgecompress.graph.spec import GraphSpec, TensorSpec, VisionPlan
-from edgecompress_runtime.preprocess import normalize_table, shortest_edge_size
+from edgecompress_runtime.preprocess import SUPPORT, normalize_table, shortest_edge_size
 
 
 class Uint8Pixels(nn.Module):
@@ -37,11 +38,15 @@ class Uint8Pixels(nn.Module):
         # int32 indices: TensorRT gathers with int32 natively (uint8 casts to int32, not to int64)
         self.register_buffer("offsets", torch.tensor([0, 256, 512], dtype=torch.int32), persistent=False)
 
+    def normalised(self, values: torch.Tensor) -> torch.Tensor:
+        """int32 pixel values [1, 3, S, S] -> the normalised float32 [1, 3, S, S]."""
+        index = values + self.offsets[None, :, None, None]
+        # index_select exports as one Gather (table[index] would be a GatherND, which wants int64)
+        return torch.index_select(self.table, 0, index.reshape(-1)).reshape(index.shape)
+
     def forward(self, pixels: torch.Tensor):
         # cast first: TensorRT takes a uint8 network input only into a Cast
-        index = pixels.to(torch.int32).permute(0, 3, 1, 2) + self.offsets[None, :, None, None]
-        # index_select exports as one Gather (table[index] would be a GatherND, which wants int64)
-        return self.vision(torch.index_select(self.table, 0, index.reshape(-1)).reshape(index.shape))
+        return self.vision(self.normalised(pixels.to(torch.int32).permute(0, 3, 1, 2)))
 
 
 def uint8_vision_plan(plan: VisionPlan, params: dict[str, Any]) -> VisionPlan:
@@ -80,12 +85,12 @@ def _hamming(x: float) -> float:
     return math.sin(x) / x * (float(np.float32(0.54)) + float(np.float32(0.46)) * math.cos(x))
 
 
-FILTERS = {  # name: (weight, support), as PIL defines them
-    "box": (lambda x: 1.0 if -0.5 < x <= 0.5 else 0.0, 0.5),
-    "bilinear": (lambda x: max(0.0, 1.0 - abs(x)), 1.0),
-    "hamming": (_hamming, 1.0),
-    "bicubic": (_bicubic, 2.0),
-    "lanczos": (lambda x: _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0, 3.0),
+FILTERS = {  # name: weight, as PIL defines them (their supports: preprocess.SUPPORT)
+    "box": lambda x: 1.0 if -0.5 < x <= 0.5 else 0.0,
+    "bilinear": lambda x: max(0.0, 1.0 - abs(x)),
+    "hamming": _hamming,
+    "bicubic": _bicubic,
+    "lanczos": lambda x: _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0,
 }
 
 
@@ -93,7 +98,10 @@ def resample_matrix(in_size: int, out_size: int, resample: str) -> np.ndarray:
     """PIL's resampling along one axis as a dense [out_size, in_size] matrix: each output sample's
     fixed-point coefficients (as PIL computes and rounds them), divided back by 2^22, so that
     ``floor(matrix @ pixels + 0.5)`` clipped to 0..255 is PIL's 8-bit pass up to float rounding."""
-    weight, support = FILTERS[resample]
+    if resample not in FILTERS:
+        raise EdgeCompressError(f"--pixel-input frame resizes with PIL's filters ({', '.join(FILTERS)}); this checkpoint "
+                                f"resizes with {resample!r}", hint="Export without --pixel-input frame.")
+    weight, support = FILTERS[resample], SUPPORT[resample]
     scale = in_size / out_size
     filter_scale = max(scale, 1.0)
     support *= filter_scale
@@ -128,7 +136,7 @@ def reads(matrix: np.ndarray) -> tuple[int, int]:
     return int(used[0]), int(used[-1]) + 1
 
 
-class FramePixels(nn.Module):
+class FramePixels(Uint8Pixels):
     """frame uint8 [1, H, W, 3] (a camera frame as it comes, RGB) -> the wrapped vision module's
     outputs for the normalised crop: PIL's two resampling passes as constant matrices restricted
     to the crop's rows and columns (two MatMuls, each rounded to 8 bits as PIL rounds its passes),
@@ -136,8 +144,7 @@ class FramePixels(nn.Module):
     size per bundle, recorded in the manifest."""
 
     def __init__(self, vision: nn.Module, params: dict[str, Any], width: int, height: int):
-        super().__init__()
-        self.vision = vision
+        super().__init__(vision, params)  # the normalisation table
         crop, resample = int(params["crop_size"]), params.get("resample", "bicubic")
         new_w, new_h, left, top = frame_layout(width, height, params)
         self.vertical_first = vertical_first(width, height, new_w, new_h)
@@ -148,9 +155,6 @@ class FramePixels(nn.Module):
         (self.y0, self.y1), (self.x0, self.x1) = reads(rows), reads(columns)
         self.register_buffer("rows", torch.from_numpy(rows[:, self.y0 : self.y1].copy()), persistent=False)
         self.register_buffer("columns", torch.from_numpy(columns[:, self.x0 : self.x1].T.copy()), persistent=False)
-        self.register_buffer("table", torch.from_numpy(normalize_table(params).reshape(-1).copy()), persistent=False)
-        self.register_buffer("offsets", torch.tensor([0, 256, 512], dtype=torch.int32)[:, None, None], persistent=False)
-        self.crop = crop
 
     @staticmethod
     def to_8_bits(x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +168,7 @@ class FramePixels(nn.Module):
         return self.to_8_bits(torch.matmul(self.rows, self.to_8_bits(torch.matmul(x, self.columns))))
 
     def forward(self, frame: torch.Tensor):
-        index = self.pixels(frame).to(torch.int32) + self.offsets
-        return self.vision(torch.index_select(self.table, 0, index.reshape(-1)).reshape(1, 3, self.crop, self.crop))
+        return self.vision(self.normalised(self.pixels(frame).to(torch.int32)[None]))
 
 
 def frame_vision_plan(plan: VisionPlan, params: dict[str, Any], width: int, height: int) -> VisionPlan:

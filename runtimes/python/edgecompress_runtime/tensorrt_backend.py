@@ -10,8 +10,8 @@ decoder (or prefill) call reads its past from one set and writes its present (pa
 tokens, contiguous at its own shape) into the other, and the sets swap. Per token only the
 embedding row and the position go to the device and the logits row comes back. The ``past`` it
 hands out is a :class:`DeviceCache` (the valid length of each layer's tensors, and which set
-holds them): only the latest one can be continued. The vision graph's buffers are allocated per
-call (one call per image).
+holds them): only the latest one can be continued. Every other input and output lives in a
+device buffer that grows to the largest call and is reused.
 
 Status: written where there is no GPU (none has been lent to this project); the engine-execution
 test (tests/test_engine.py) runs it where a GPU and TensorRT are present.
@@ -189,47 +189,37 @@ class TensorRTBackend:
             except Exception:  # interpreter shutdown: the CUDA module may be gone already
                 break
 
-    def _run(self, graph: str, feeds: dict[str, np.ndarray], optimization_profile: int | None = None) -> dict[str, np.ndarray]:
-        trt, cudart = self.trt, self.cudart
-        engine, context = self._engines[graph], self._contexts[graph]
-        if optimization_profile is not None:
-            context.set_optimization_profile_async(optimization_profile, self._stream)
-        buffers = []
-        try:
-            for name, array in feeds.items():
-                array = np.ascontiguousarray(array)
-                context.set_input_shape(name, array.shape)
-                pointer = _call(cudart.cudaMalloc(max(array.nbytes, 1)))
-                buffers.append(pointer)
-                if array.nbytes:
-                    _call(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
-                context.set_tensor_address(name, pointer)
-            outputs = {}
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                if engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
-                    continue
-                shape = tuple(context.get_tensor_shape(name))
-                host = np.empty(shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
-                pointer = _call(cudart.cudaMalloc(max(host.nbytes, 1)))
-                buffers.append(pointer)
-                context.set_tensor_address(name, pointer)
-                outputs[name] = (host, pointer)
-            if not context.execute_async_v3(self._stream):
-                raise EdgeCompressError(f"TensorRT failed to run the {graph} engine")
-            for host, pointer in outputs.values():
-                if host.nbytes:
-                    _call(cudart.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
-            _call(cudart.cudaStreamSynchronize(self._stream))
-            return {name: host for name, (host, _) in outputs.items()}
-        finally:
-            for pointer in buffers:
-                cudart.cudaFree(pointer)
+    def _upload(self, context, feeds: dict[str, np.ndarray]) -> None:
+        """Each feed into its reused device buffer, its shape set on ``context``."""
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            context.set_input_shape(name, array.shape)
+            pointer = self._buffer(name, array.nbytes)
+            if array.nbytes:
+                _call(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+                                                  self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+            context.set_tensor_address(name, pointer)
+
+    def _execute(self, graph: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Run ``graph`` (its inputs set) with ``names`` written to reused device buffers and copied back."""
+        engine, context, cudart = self._engines[graph], self._contexts[graph], self.cudart
+        hosts = {}
+        for name in names:
+            host = np.empty(tuple(context.get_tensor_shape(name)), dtype=self.trt.nptype(engine.get_tensor_dtype(name)))
+            context.set_tensor_address(name, self._buffer(name, host.nbytes))
+            hosts[name] = host
+        if not context.execute_async_v3(self._stream):
+            raise EdgeCompressError(f"TensorRT failed to run the {graph} engine")
+        for name, host in hosts.items():
+            if host.nbytes:
+                _call(cudart.cudaMemcpyAsync(host.ctypes.data, self._staging[name][0], host.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+        _call(cudart.cudaStreamSynchronize(self._stream))
+        return hosts
 
     def vision(self, feeds):
-        out = self._run("vision", feeds)
+        self._upload(self._contexts["vision"], feeds)
+        out = self._execute("vision", ("image_embeds", "kept_indices"))
         return out["image_embeds"], out["kept_indices"]
 
     def empty_past(self):
@@ -239,8 +229,7 @@ class TensorRTBackend:
                     host_outputs: tuple[str, ...]) -> tuple[dict[str, np.ndarray], DeviceCache]:
         """Run ``graph`` with its past in one cache set and its present written into the other;
         ``feeds`` (the embeddings and positions) go to the device, ``host_outputs`` come back."""
-        trt, cudart = self.trt, self.cudart
-        engine, context = self._engines[graph], self._contexts[graph]
+        context = self._contexts[graph]
         if self._profile_set.get(graph) != profile:
             context.set_optimization_profile_async(profile, self._stream)
             self._profile_set[graph] = profile
@@ -248,13 +237,7 @@ class TensorRTBackend:
         if max(past.lengths) + new > self._max_length:
             raise EdgeCompressError(f"{max(past.lengths) + new} positions do not fit the engines' {self._max_length}",
                                     hint="Shorten the prompt or generate fewer tokens.")
-        for name, array in feeds.items():
-            array = np.ascontiguousarray(array)
-            context.set_input_shape(name, array.shape)
-            pointer = self._buffer(name, array.nbytes)
-            _call(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
-            context.set_tensor_address(name, pointer)
+        self._upload(context, feeds)
         heads, head_dim = self._kv_row
         source, target = self._cache[past.slot], self._cache[1 - past.slot]
         reads_past = "past.0.key" in self._inputs[graph]  # a pruning prefill graph starts from nothing
@@ -263,17 +246,7 @@ class TensorRTBackend:
                 context.set_input_shape(name, (1, heads, past.lengths[i // 2], head_dim))
                 context.set_tensor_address(name, source[i])
             context.set_tensor_address("present" + name[len("past"):], target[i])
-        hosts = {}
-        for name in host_outputs:
-            host = np.empty(tuple(context.get_tensor_shape(name)), dtype=trt.nptype(engine.get_tensor_dtype(name)))
-            context.set_tensor_address(name, self._buffer(name, host.nbytes))
-            hosts[name] = host
-        if not context.execute_async_v3(self._stream):
-            raise EdgeCompressError(f"TensorRT failed to run the {graph} engine")
-        for name, host in hosts.items():
-            _call(cudart.cudaMemcpyAsync(host.ctypes.data, self._staging[name][0], host.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
-        _call(cudart.cudaStreamSynchronize(self._stream))
+        hosts = self._execute(graph, host_outputs)
         lengths = tuple(int(context.get_tensor_shape(f"present.{i}.key")[2]) for i in range(self._layers))
         return hosts, DeviceCache(lengths, 1 - past.slot)
 
